@@ -1,0 +1,53 @@
+"""Fusion modules: late fusion is the mean softmax, frozen members stay bit-identical, heads train."""
+
+import pytest
+import torch
+
+from ddakern.fusion import create_fusion
+from ddakern.models import create
+
+
+def members():
+    return create("resnet18", dropout=0.0).eval(), create("vgg11_bn", dropout=0.0).eval()
+
+
+def test_late_fusion_is_the_mean_of_member_softmax():
+    m1, m2 = members()
+    fused = create_fusion("late", m1, m2, 7).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = (torch.softmax(m1(x), 1) + torch.softmax(m2(x), 1)) / 2
+        torch.testing.assert_close(fused(x).exp(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["early", "joint", "attention", "late"])
+def test_training_updates_only_what_the_method_trains(method):
+    m1, m2 = members()
+    opts = {"learned_weights": True} if method == "late" else {}
+    fused = create_fusion(method, m1, m2, 7, **opts).train()
+    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    params = [p for p in fused.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(fused(x), y).backward()
+        opt.step()
+    after = fused.state_dict()
+    member_keys = [k for k in before if k.startswith("member")]
+    changed_members = [k for k in member_keys if not torch.equal(before[k], after[k])]
+    head_keys = [k for k in before if not k.startswith("member")]
+    changed_head = [k for k in head_keys if not torch.equal(before[k], after[k])]
+    if method == "joint":
+        assert any("weight" in k for k in changed_members)
+    else:
+        assert changed_members == [], "frozen members (weights and BN statistics) must not change"
+    assert changed_head, "the fusion head must train"
+
+
+def test_unknown_method_and_bad_sizes_are_clear():
+    m1, m2 = members()
+    with pytest.raises(ValueError, match="unknown fusion method 'mid'; choose one of late, early"):
+        create_fusion("mid", m1, m2, 7)
+    with pytest.raises(ValueError, match="must split into"):
+        create_fusion("attention", m1, m2, 7, dim=100)
