@@ -39,5 +39,5 @@ class DualDomainFusion(nn.Module):
         if self.fused:
             from ddakern.functional import channel_attention
 
-            return channel_attention(f, logits, residual=True)
+            return channel_attention(f, logits.to(f.dtype), residual=True)
         return torch.add(f, torch.mul(f, torch.softmax(logits, dim=1)))

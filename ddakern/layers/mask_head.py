@@ -45,7 +45,7 @@ class MaskHead(nn.Module):
         use_batch_stats = bn.training or not bn.track_running_stats
         return attention_residual(
             x,
-            self.conv(u),
+            self.conv(u).to(x.dtype),
             bn.weight,
             bn.bias,
             bn.running_mean if bn.track_running_stats else None,

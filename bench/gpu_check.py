@@ -1,0 +1,320 @@
+"""Correctness and speed of the fused DDA ops at real DDA shapes (one H200 run; CPU --dry-run for tests).
+
+For each host (ResNet-34 / ResNet-50 stage outputs), dtype (fp32, bf16) and op (attention_residual in
+training mode, channel_attention with scale and residual) it checks the fused op (forward and every
+gradient) against the autograd reference, and times fused vs eager reference vs torch.compile of the
+reference, forward and forward+backward (medians via triton.testing.do_bench on CUDA). Achieved GB/s
+counts the minimum traffic (each input read once, each output written once) against a measured
+device copy. Writes gpu_check.json and gpu_check.md into --out (default $OUT or bench/results).
+
+Run from the source tree: PYTHONPATH=. python bench/gpu_check.py [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ddakern import functional as DF  # noqa: E402
+from ddakern.dispatch import use_kernels  # noqa: E402
+from ddakern.ops import reference  # noqa: E402
+
+HOSTS = {
+    "resnet34": [(64, 56), (128, 28), (256, 14), (512, 7)],
+    "resnet50": [(256, 56), (512, 28), (1024, 14), (2048, 7)],
+}
+DRY_HOSTS = {"resnet34": [(4, 6), (8, 3)], "resnet50": [(8, 6), (16, 3)]}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+OPS = ("attention_residual", "channel_attention")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT") or "bench/results"), help="output folder"
+    )
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes, torch backend, no torch.compile")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 48; 2 with --dry-run)")
+    p.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32,bf16")
+    p.add_argument("--hosts", default="resnet34,resnet50", help="comma list of resnet34,resnet50")
+    p.add_argument(
+        "--backend", default=None, help="fused backend (default triton on CUDA, torch with --dry-run)"
+    )
+    p.add_argument("--compile", dest="compile", action="store_true", default=None, help="time torch.compile")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile timings")
+    p.add_argument("--rep-ms", type=int, default=60, help="do_bench measurement time per timing (ms)")
+    p.add_argument("--deadline-s", type=float, default=330.0, help="skip remaining timings after this many s")
+    return p.parse_args(argv)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write text to path via a temporary file and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def bench_ms(fn: Callable[[], Any], device: torch.device, rep_ms: int, grads: list[torch.Tensor]) -> float:
+    """Median milliseconds of fn (CUDA: triton.testing.do_bench; CPU: perf_counter over a few calls)."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return float(
+            do_bench(fn, warmup=max(rep_ms // 4, 5), rep=rep_ms, grad_to_none=grads, return_mode="median")
+        )
+    times = []
+    for _ in range(5):
+        for g in grads:
+            g.grad = None
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def copy_gbps(device: torch.device, rep_ms: int) -> float:
+    """Measured device copy bandwidth (read + write bytes per second) of a large tensor."""
+    numel = (1 << 28) if device.type == "cuda" else (1 << 22)
+    a = torch.randn(numel, device=device)
+    b = torch.empty_like(a)
+    ms = bench_ms(lambda: b.copy_(a), device, rep_ms, [])
+    return 2 * a.numel() * a.element_size() / ms / 1e6
+
+
+def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    ref = ref.double()
+    return ((a.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+class Case:
+    """Inputs and callables of one (op, shape, dtype)."""
+
+    def __init__(self, op: str, n: int, c: int, s: int, dtype: torch.dtype, device: torch.device) -> None:
+        g = torch.Generator(device="cpu").manual_seed(113 + c + s)
+        self.op, self.dtype = op, dtype
+        self.x = torch.randn(n, c, s, s, generator=g).to(device, dtype)
+        self.grad = torch.randn(n, c, s, s, generator=g).to(device, dtype)
+        if op == "attention_residual":
+            self.logits = torch.randn(n, c, s, s, generator=g).mul(2).to(device, dtype)
+            self.weight = (torch.rand(c, generator=g) + 0.5).to(device)
+            self.bias = (torch.randn(c, generator=g) * 0.3).to(device)
+            self.rm = torch.zeros(c, device=device)
+            self.rv = torch.ones(c, device=device)
+            self.leaves = [self.x, self.logits, self.weight, self.bias]
+        else:
+            self.logits = torch.randn(n, c, generator=g).mul(2).to(device, dtype)
+            self.scale = (torch.rand(n, c, generator=g) + 0.5).to(device, dtype)
+            self.leaves = [self.x, self.logits, self.scale]
+        # minimum traffic in tensors of x's size: fwd reads x, logits, writes out; bwd adds dy, dx, dlogits
+        big = self.x.numel() * self.x.element_size()
+        self.bytes_fwd = big * (3 if op == "attention_residual" else 2)
+        self.bytes_fwd_bwd = big * (8 if op == "attention_residual" else 5)
+
+    def call(self, fn: Callable[..., torch.Tensor], leaves: list[torch.Tensor]) -> torch.Tensor:
+        if self.op == "attention_residual":
+            x, logits, w, b = leaves
+            stats = (self.rm, self.rv) if x.dtype != torch.float64 else (None, None)  # batch stats either way
+            return fn(x, logits, w, b, *stats, True)
+        x, logits, scale = leaves
+        return fn(x, logits, scale, True)
+
+    def fused(self) -> Callable[..., torch.Tensor]:
+        return DF.attention_residual if self.op == "attention_residual" else DF.channel_attention
+
+    def ref(self) -> Callable[..., torch.Tensor]:
+        return (
+            reference.attention_residual if self.op == "attention_residual" else reference.channel_attention
+        )
+
+
+def grads_of(
+    case: Case, fn: Callable[..., torch.Tensor], dtype: torch.dtype | None = None
+) -> list[torch.Tensor]:
+    leaves = [t.detach().to(dtype or t.dtype).requires_grad_() for t in case.leaves]
+    out = case.call(fn, leaves)
+    out.backward(case.grad.to(out.dtype))
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+def check(case: Case, backend: str) -> dict[str, Any]:
+    """Errors of fused and reference (in the case dtype) against a float64 reference."""
+    rm, rv = (case.rm.clone(), case.rv.clone()) if case.op == "attention_residual" else (None, None)
+    with use_kernels(backend):
+        fused = grads_of(case, case.fused())
+    with use_kernels("reference"):
+        ref = grads_of(case, case.ref())
+        ref64 = grads_of(case, case.ref(), torch.float64)
+    if rm is not None:
+        case.rm.copy_(rm)
+        case.rv.copy_(rv)
+    names = ["out", "dx", "dlogits"] + (
+        ["dweight", "dbias"] if case.op == "attention_residual" else ["dscale"]
+    )
+    errs = {}
+    ok = True
+    for name, a, r, r64 in zip(names, fused, ref, ref64, strict=True):
+        ours, theirs, vs_ref = rel_err(a, r64), rel_err(r, r64), rel_err(a, r)
+        passed = (case.dtype == torch.float32 and vs_ref <= 1e-5) or ours <= 2 * theirs + 1e-6
+        ok &= passed
+        errs[name] = {"fused_vs_fp64": ours, "reference_vs_fp64": theirs, "fused_vs_reference": vs_ref}
+    return {"ok": bool(ok), "errors": errs}
+
+
+def time_case(
+    case: Case, backend: str, device: torch.device, args: argparse.Namespace, compiled: dict
+) -> dict:
+    """Forward and forward+backward medians (ms) of fused, eager reference and compiled reference."""
+    leaves = [t.detach().requires_grad_() for t in case.leaves]
+    impls: dict[str, tuple[str, Callable[..., torch.Tensor]]] = {
+        "fused": (backend, case.fused()),
+        "eager": ("reference", case.ref()),
+    }
+    if args.compile:
+        key = case.op
+        if key not in compiled:
+            compiled[key] = torch.compile(case.ref(), dynamic=True)
+        impls["compiled"] = ("reference", compiled[key])
+    res: dict[str, Any] = {}
+    for name, (mode, fn) in impls.items():
+        with use_kernels(mode):
+            if time.monotonic() > args.deadline:
+                res[name] = {"skipped": "deadline"}
+                continue
+
+            def fwd(fn: Callable[..., torch.Tensor] = fn) -> None:
+                with torch.no_grad():
+                    case.call(fn, leaves)
+
+            def fwd_bwd(fn: Callable[..., torch.Tensor] = fn) -> None:
+                case.call(fn, leaves).backward(case.grad)
+
+            try:
+                t_f = bench_ms(fwd, device, args.rep_ms, [])
+                t_fb = bench_ms(fwd_bwd, device, args.rep_ms, leaves)
+            except Exception as exc:  # a failing baseline (e.g. compile) must not hide the other numbers
+                res[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                continue
+            res[name] = {
+                "fwd_ms": t_f,
+                "fwd_bwd_ms": t_fb,
+                "fwd_gbps": case.bytes_fwd / t_f / 1e6,
+                "fwd_bwd_gbps": case.bytes_fwd_bwd / t_fb / 1e6,
+            }
+    return res
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Fused DDA ops: {report['device']}",
+        "",
+        f"torch {report['torch']}, triton {report['triton']}, batch {report['batch']}, fused backend "
+        f"`{report['backend']}`, device copy {report['copy_gbps']:.0f} GB/s. Times are medians in ms; GB/s "
+        "counts minimum traffic; % is of the measured copy bandwidth.",
+        "",
+        "| op | host | shape | dtype | ok | fused fwd | eager fwd | compiled fwd | fused f+b | eager f+b "
+        "| compiled f+b | fused f+b GB/s (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(r: dict, impl: str, key: str) -> str:
+        v = r["timing"].get(impl, {})
+        return f"{v[key]:.3f}" if key in v else v.get("skipped", "error" if "error" in v else "-")
+
+    for r in report["results"]:
+        fused = r["timing"].get("fused", {})
+        gb = fused.get("fwd_bwd_gbps")
+        gbs = f"{gb:.1f} ({100 * gb / report['copy_gbps']:.0f}%)" if gb else "-"
+        cells = [r["op"], r["host"], r["shape"], r["dtype"], "yes" if r["check"]["ok"] else "NO"]
+        cells += [
+            ms(r, impl, key) for key in ("fwd_ms", "fwd_bwd_ms") for impl in ("fused", "eager", "compiled")
+        ]
+        lines.append("| " + " | ".join([*cells, gbs]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.deadline = time.monotonic() + args.deadline_s
+    if args.dry_run:
+        device = torch.device("cpu")
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    else:
+        print("gpu_check: no CUDA device (use --dry-run on CPU)", file=sys.stderr)
+        return 2
+    backend = args.backend or ("torch" if args.dry_run else "triton")
+    batch = args.batch or (2 if args.dry_run else 48)
+    if args.compile is None:
+        args.compile = not args.dry_run
+    hosts = DRY_HOSTS if args.dry_run else HOSTS
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "missing"
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.machine()})",
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "batch": batch,
+        "backend": backend,
+        "dry_run": args.dry_run,
+        "copy_gbps": copy_gbps(device, args.rep_ms),
+        "results": [],
+    }
+    compiled: dict[str, Any] = {}
+    all_ok = True
+    for dname in args.dtypes.split(","):
+        dtype = DTYPES[dname]
+        for host in args.hosts.split(","):
+            for c, s in hosts[host]:
+                for op in OPS:
+                    case = Case(op, batch, c, s, dtype, device)
+                    chk = check(case, backend)
+                    all_ok &= chk["ok"]
+                    timing = time_case(case, backend, device, args, compiled)
+                    report["results"].append(
+                        {
+                            "op": op,
+                            "host": host,
+                            "shape": f"{c}@{s}",
+                            "dtype": dname,
+                            "check": chk,
+                            "timing": timing,
+                        }
+                    )
+                    f = timing.get("fused", {})
+                    fwd, fwd_bwd = (f.get(k, float("nan")) for k in ("fwd_ms", "fwd_bwd_ms"))
+                    print(
+                        f"{op:18s} {host} {c}@{s} {dname}: ok={chk['ok']} fused {fwd:.3f} / {fwd_bwd:.3f} ms",
+                        flush=True,
+                    )
+                    del case
+                atomic_write(args.out / "gpu_check.json", json.dumps(report, indent=1))
+    report["all_ok"] = bool(all_ok)
+    atomic_write(args.out / "gpu_check.json", json.dumps(report, indent=1))
+    atomic_write(args.out / "gpu_check.md", markdown(report))
+    print(f"gpu_check: {'all correct' if all_ok else 'MISMATCHES'}; wrote {args.out}/gpu_check.json and .md")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

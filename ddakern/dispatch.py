@@ -1,0 +1,79 @@
+"""Backend selection for the fused ops: `use_kernels(mode)` as a global setting or a context manager.
+
+Modes: "reference" (plain PyTorch ops + autograd), "torch" (the fused ops' autograd functions with
+PyTorch math), "triton" (Triton kernels; CUDA, or CPU under TRITON_INTERPRET=1) and "auto"
+(triton for CUDA tensors when triton is installed, torch elsewhere).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from types import TracebackType
+
+import torch
+
+MODES = ("auto", "reference", "torch", "triton")
+_mode = "auto"
+
+
+class _ModeRestorer:
+    """Returned by use_kernels; restores the previous mode when used as a context manager."""
+
+    def __init__(self, previous: str, mode: str) -> None:
+        self.previous = previous
+        self.mode = mode
+
+    def __enter__(self) -> _ModeRestorer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        global _mode
+        _mode = self.previous
+
+    def __repr__(self) -> str:
+        return f"use_kernels({self.mode!r})"
+
+
+def use_kernels(mode: str) -> _ModeRestorer:
+    """Set the global kernel mode; `with use_kernels(m):` restores the previous mode on exit."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"use_kernels: mode must be one of {MODES}, got {mode!r}")
+    previous, _mode = _mode, mode
+    return _ModeRestorer(previous, mode)
+
+
+def current_mode() -> str:
+    """The active mode ("auto", "reference", "torch" or "triton")."""
+    return _mode
+
+
+def triton_available() -> bool:
+    """Whether the triton package is installed (not imported here)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_interpreting() -> bool:
+    """Whether TRITON_INTERPRET=1 lets Triton kernels run on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def backend_for(t: torch.Tensor) -> str:
+    """Resolve the active mode for tensors on t's device to "reference", "torch" or "triton"."""
+    mode = _mode
+    if mode == "auto":
+        return "triton" if t.is_cuda and t.dtype != torch.float64 and triton_available() else "torch"
+    if mode == "triton":
+        if not triton_available():
+            raise RuntimeError("use_kernels('triton'): the triton package is not installed")
+        if not t.is_cuda and not triton_interpreting():
+            raise ValueError(
+                f"use_kernels('triton') needs CUDA tensors (got {t.device}); set TRITON_INTERPRET=1 before "
+                "importing triton to run the kernels on CPU"
+            )
+        if t.dtype == torch.float64:
+            raise TypeError("use_kernels('triton') supports float32, float16 and bfloat16, got float64")
+    return mode

@@ -1,0 +1,35 @@
+"""Memory accounting helpers: bytes that autograd keeps alive for the backward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def _storage_key(t: torch.Tensor) -> tuple[str, int]:
+    st = t.untyped_storage()
+    return str(t.device), st.data_ptr() if st.nbytes() else id(st)
+
+
+def saved_tensor_bytes(fn: Callable[..., Any], *args: Any, exclude_args: bool = False) -> int:
+    """Bytes of the distinct storages that `fn(*args)` saves for backward (each storage counted once).
+
+    With exclude_args=True, storages of the tensor arguments themselves are not counted: the bytes the
+    op keeps alive *in addition to* its inputs (which the caller usually holds anyway).
+    """
+    seen: dict[tuple[str, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[_storage_key(t)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args)
+    del out
+    if exclude_args:
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                seen.pop(_storage_key(a), None)
+    return sum(seen.values())

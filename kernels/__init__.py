@@ -1,0 +1,1 @@
+"""Triton kernels for ddakern's fused ops (imported lazily: importing this package needs no triton)."""

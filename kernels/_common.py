@@ -1,0 +1,99 @@
+"""Shared helpers for the Triton launchers: layout normalisation and block-size heuristics."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def next_pow2(n: int) -> int:
+    """Smallest power of two >= n (and >= 1)."""
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division."""
+    return -(-a // b)
+
+
+@dataclass
+class Tuning:
+    """Block-size budget of the kernels; tests shrink it to exercise the chunked and split paths."""
+
+    tile: int  # elements per [BLOCK_C, BLOCK_P] tile
+    max_block_c: int  # channels per chunk; larger C loops over chunks (online softmax)
+    target_programs: int  # split reductions until about this many programs run
+    num_warps: int
+
+
+def _default_tuning() -> Tuning:
+    if interpreting():
+        # the interpreter costs ~1-4 ms per program instance: few programs, big tiles
+        return Tuning(tile=1 << 16, max_block_c=4096, target_programs=1, num_warps=4)
+    return Tuning(tile=4096, max_block_c=1024, target_programs=1024, num_warps=8)
+
+
+TUNING: Tuning = _default_tuning()
+
+
+def sm_count(device: torch.device) -> int:
+    """Number of streaming multiprocessors (1 on CPU/interpreter)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+def as_ncp(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
+    """View a 4-D N x C x H x W tensor as N x C x (H*W): returns (tensor, stride_n, stride_c, stride_p).
+
+    Contiguous, channels_last, expanded (stride 0) and most sliced tensors merge H and W without a
+    copy; any other layout is copied to contiguous memory first.
+    """
+    _, _, h, w = t.shape
+    sn, sc, sh, sw = t.stride()
+    if w == 1:
+        sp = sh
+    elif h == 1 or sh == w * sw:
+        sp = sw
+    else:
+        t = t.contiguous()
+        sn, sc, _, sp = t.stride()
+    return t, sn, sc, sp
+
+
+def blocks(c: int, hw: int, c_contiguous: bool) -> tuple[int, int, int]:
+    """Choose (BLOCK_C, BLOCK_P, NUM_CHUNKS) for a channel-softmax tile over positions."""
+    tune = TUNING
+    max_c = tune.max_block_c if not c_contiguous else max(tune.max_block_c, 2048)
+    block_c = min(next_pow2(c), max_c, tune.tile)
+    block_p = max(1, min(next_pow2(hw), tune.tile // block_c))
+    return block_c, block_p, cdiv(c, block_c)
+
+
+def split_range(hw: int, block_p: int, n: int) -> tuple[int, int]:
+    """Split the H*W positions of each sample into ranges so that about `target_programs` run.
+
+    Returns (range_len, num_splits); range_len is a multiple of block_p.
+    """
+    want = max(1, min(cdiv(hw, block_p), cdiv(TUNING.target_programs, max(n, 1))))
+    rng = cdiv(cdiv(hw, want), block_p) * block_p
+    return rng, cdiv(hw, rng)
+
+
+def mergeable(t: torch.Tensor) -> bool:
+    """Whether as_ncp can view t as N x C x (H*W) without copying."""
+    _, _, h, w = t.shape
+    return w == 1 or h == 1 or t.stride(2) == w * t.stride(3)
+
+
+def empty_ncp_like(t: torch.Tensor) -> torch.Tensor:
+    """torch.empty_like(t) (same memory format) unless that layout cannot merge H and W: then contiguous."""
+    out = torch.empty_like(t)
+    return out if mergeable(out) else torch.empty_like(t, memory_format=torch.contiguous_format)

@@ -1,0 +1,170 @@
+"""Backend selection (ddakern.dispatch), torch.library registration, compile / export and import hygiene."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ddakern import dispatch
+from ddakern import functional as DF
+from ddakern.dispatch import current_mode, use_kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_use_kernels_global_and_context_manager():
+    assert current_mode() == "auto"
+    with use_kernels("reference"):
+        assert current_mode() == "reference"
+        with use_kernels("torch"):
+            assert current_mode() == "torch"
+        assert current_mode() == "reference"
+    assert current_mode() == "auto"
+    use_kernels("torch")
+    try:
+        assert current_mode() == "torch"
+    finally:
+        use_kernels("auto")
+    assert current_mode() == "auto"
+
+
+def test_context_manager_restores_after_error():
+    with pytest.raises(RuntimeError, match="boom"):
+        with use_kernels("triton"):
+            raise RuntimeError("boom")
+    assert current_mode() == "auto"
+
+
+def test_invalid_mode():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        use_kernels("cuda")
+    assert current_mode() == "auto"
+
+
+def test_backend_resolution_on_cpu(monkeypatch):
+    x = torch.randn(2, 3, 4, 4)
+    assert dispatch.backend_for(x) == "torch"  # auto on CPU
+    if torch.cuda.is_available() and dispatch.triton_available():
+        assert dispatch.backend_for(x.cuda()) == "triton"
+        assert dispatch.backend_for(x.cuda().double()) == "torch"
+    with use_kernels("reference"):
+        assert dispatch.backend_for(x) == "reference"
+    with use_kernels("triton"):
+        if dispatch.triton_interpreting():  # conftest sets TRITON_INTERPRET=1 when there is no GPU
+            assert dispatch.backend_for(x) == "triton"
+            with pytest.raises(TypeError, match="float64"):
+                dispatch.backend_for(x.double())
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(ValueError, match="needs CUDA tensors"):
+            DF.channel_attention(x, torch.randn(2, 3))
+
+
+def _grad_fn_names(y: torch.Tensor) -> set[str]:
+    names, todo = set(), [y.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None:
+            names.add(type(fn).__name__)
+            todo.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+def test_modes_build_different_graphs():
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    w, b = torch.ones(3, requires_grad=True), torch.zeros(3, requires_grad=True)
+    with use_kernels("reference"):
+        ref = DF.attention_residual(x, logits, w, b, None, None, True)
+    with use_kernels("torch"):
+        fused = DF.attention_residual(x, logits, w, b, None, None, True)
+    assert "SoftmaxBackward0" in _grad_fn_names(ref)
+    assert "SoftmaxBackward0" not in _grad_fn_names(fused)
+    torch.testing.assert_close(fused, ref)
+
+
+def test_ops_registered_with_torch_library():
+    for name in ("bn_stats", "attention_residual", "attention_residual_backward", "channel_attention",
+                 "channel_attention_backward"):  # fmt: skip
+        assert hasattr(torch.ops.ddakern, name)
+
+    def written(op):
+        return {
+            a.name for a in op.default._schema.arguments if a.alias_info is not None and a.alias_info.is_write
+        }
+
+    assert written(torch.ops.ddakern.bn_stats) == {"running_mean", "running_var"}
+    assert written(torch.ops.ddakern.attention_residual) == set()
+    assert written(torch.ops.ddakern.channel_attention) == set()
+
+
+def test_import_without_triton():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch, ddakern.functional as F, ddakern.dispatch as d\n"
+        "assert not d.triton_available()\n"
+        "x = torch.randn(2, 3, 4, 4, requires_grad=True)\n"
+        "y = F.attention_residual(x, torch.randn(2, 3, 4, 4), None, None, None, None, True)\n"
+        "F.channel_attention(y, torch.randn(2, 3)).sum().backward()\n"
+        "assert 'triton' not in {m.split('.')[0] for m in sys.modules if sys.modules[m] is not None}\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+class _TwoOps(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(c)
+        with torch.no_grad():
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.3, 0.3)
+
+    def forward(self, x, logits, a, scale):
+        bn = self.bn
+        y = DF.attention_residual(
+            x, logits, bn.weight, bn.bias, bn.running_mean, bn.running_var, self.training
+        )
+        return DF.channel_attention(torch.relu(y), a, scale, residual=True)
+
+
+def _clone_inputs(inputs):
+    return [t.detach().clone().requires_grad_() for t in inputs]
+
+
+def test_compile_fullgraph_and_export_torch_backend():
+    """torch.compile(fullgraph=True) (forward + backward, running-stat mutation) and torch.export."""
+    torch._dynamo.reset()
+    n, c, h, w = 2, 8, 5, 5
+    inputs = [torch.randn(n, c, h, w), torch.randn(n, c, h, w), torch.randn(n, c), torch.rand(n, c) + 0.5]
+    eager, compiled = _TwoOps(c), _TwoOps(c)
+    compiled.load_state_dict(eager.state_dict())
+    fn = torch.compile(compiled, fullgraph=True, backend="inductor")
+    with use_kernels("torch"):
+        results = []
+        for model in (eager, fn):
+            ins = _clone_inputs(inputs)
+            out = model(*ins)
+            out.backward(torch.ones_like(out))
+            results.append((out, *[t.grad for t in ins], model.bn.weight.grad))
+        for a, b in zip(*results, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(compiled.bn.running_mean, eager.bn.running_mean)
+        torch.testing.assert_close(compiled.bn.running_var, eager.bn.running_var)
+
+        exported = torch.export.export(eager, tuple(inputs))
+        ops = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+        assert {"ddakern.bn_stats.default", "ddakern.attention_residual.default"} <= ops
+        assert "ddakern.channel_attention.default" in ops
+        rm_before = eager.bn.running_mean.clone()
+        got = exported.module()(*inputs)
+        want = eager(*inputs)
+        torch.testing.assert_close(got, want)
+        assert not torch.equal(eager.bn.running_mean, rm_before)

@@ -1,0 +1,171 @@
+"""The epoch loop around the DALI pipelines: lazy build, sharding, `set_epoch`, `len()`, device transfer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .recipes import AugmentRecipe, norm_constants
+from .samples import SampleSet
+from .sharding import batch_count, shard_indices
+
+
+class _BatchSource:
+    """Iterable of (data, labels) batches for fn.external_source: decoded arrays, or the encoded bytes of
+    JPEG files. Each pass reads the owner's epoch lazily (DALI calls iter() as soon as the previous pass
+    ends, before the next set_epoch)."""
+
+    def __init__(self, samples: SampleSet, batch_size: int, shard: dict) -> None:
+        self.samples, self.batch_size, self.shard, self.epoch = samples, batch_size, shard, 0
+        if samples.kind == "array":
+            self.images = samples.images if samples.images.ndim == 4 else samples.images[..., None]
+
+    def order(self) -> np.ndarray:
+        return shard_indices(len(self.samples), epoch=self.epoch, **self.shard)
+
+    def _item(self, i: int) -> np.ndarray:
+        if self.samples.kind == "array":
+            return self.images[i]
+        path = self.samples.files[i]
+        try:
+            return np.fromfile(path, dtype=np.uint8)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read image ({e.strerror})") from None
+
+    def __iter__(self) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+        order = self.order()
+        stop = min(
+            order.size, batch_count(order.size, self.batch_size, self.shard["drop_last"]) * self.batch_size
+        )
+        labels = self.samples.labels
+        for start in range(0, stop, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield [self._item(i) for i in idx], [labels[i : i + 1] for i in idx]
+
+
+class DaliLoader:
+    """Re-iterable DALI loader yielding (images, labels) on `device`; see `train.data.build_loader`.
+
+    Evaluation over JPEG files uses fn.readers.file (contiguous disjoint shards covering the set). Training
+    sets and array sets are fed by fn.external_source with this package's sharding (`train.data.sharding`):
+    the same per-epoch permutation (seed, epoch) and rank shards as the PyTorch path. DALI's augmentation
+    random streams continue from epoch to epoch (deterministic for a given seed when epochs run in order).
+    """
+
+    def __init__(
+        self,
+        samples: SampleSet,
+        *,
+        train: bool,
+        batch_size: int,
+        image_size: int,
+        recipe: AugmentRecipe | None,
+        normalize: str,
+        device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 113,
+        num_threads: int = 2,
+        drop_last: bool | None = None,
+        views: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        self.samples, self.train, self.batch_size, self.views = samples, train, batch_size, views
+        self.drop_last = train if drop_last is None else drop_last
+        self.device = torch.device(device)
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        mean, std = norm_constants(normalize)
+        gpu = self.device.type == "cuda"
+        self._kw = dict(image_size=image_size, recipe=recipe, mean=mean, std=std, views=views, gpu=gpu)
+        self._pipe_kw = dict(
+            batch_size=batch_size,
+            num_threads=max(1, num_threads),
+            device_id=(self.device.index if self.device.index is not None else torch.cuda.current_device())
+            if gpu
+            else None,
+            seed=seed + 1009 * rank,  # distinct augmentation streams per rank
+        )
+        self._source: _BatchSource | None = None
+        if samples.kind == "array" or train or self.drop_last:
+            shard = dict(
+                rank=rank,
+                world_size=world_size,
+                seed=seed,
+                shuffle=train,
+                equal=train,
+                drop_last=self.drop_last,
+            )
+            self._source = _BatchSource(samples, batch_size, shard)
+        self._iterator = None
+        self._finished = True
+        self._epoch = 0
+
+    def _build(self):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        from . import dali_pipelines as dp
+
+        outputs = [f"view{v}" for v in range(self.views)] if self.views else ["images"]
+        if self._source is not None:
+            encoded = self.samples.kind == "files"
+            color = encoded or self.samples.images.ndim == 4
+            pipe = dp.source_pipeline(self._source, encoded=encoded, color=color, **self._kw, **self._pipe_kw)
+            reader = None
+        else:
+            pipe = dp.file_pipeline(
+                [str(f) for f in self.samples.files],
+                [int(v) for v in self.samples.labels],
+                shard_id=self.rank,
+                num_shards=self.world_size,
+                **self._kw,
+                **self._pipe_kw,
+            )
+            reader = dp.READER_NAME
+        pipe.build()
+        # the source drops incomplete batches itself; the reader path (evaluation) keeps the last one
+        return DALIGenericIterator(
+            [pipe],
+            outputs + ["labels"],
+            reader_name=reader,
+            last_batch_policy=LastBatchPolicy.PARTIAL,
+            auto_reset=False,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (the shuffle order of training sets)."""
+        self._epoch = int(epoch)
+        if self._source is not None:
+            self._source.epoch = self._epoch
+
+    def __len__(self) -> int:
+        if self._source is not None:
+            return batch_count(self._source.order().size, self.batch_size, self.drop_last)
+        n, w, r = len(self.samples), self.world_size, self.rank  # readers.file evaluation shard
+        return batch_count(((r + 1) * n) // w - (r * n) // w, self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._iterator is None:
+            self._iterator = self._build()
+        else:
+            if not self._finished:  # the last pass was abandoned early: DALI can only reset at the end
+                for _ in self._iterator:
+                    pass
+            self._iterator.reset()
+        self._finished = False
+        for data in self._iterator:
+            out = data[0]
+            labels = out["labels"].reshape(-1)
+            if labels.numel() == 0:
+                continue
+            if self.views:
+                x = torch.stack([out[f"view{v}"] for v in range(self.views)])
+            else:
+                x = out["images"]
+            yield x.to(self.device, non_blocking=True), labels.to(self.device, torch.int64, non_blocking=True)
+        self._finished = True
