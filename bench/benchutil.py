@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+import pytest
 import torch
+
+RESNET34_STAGES = ((64, 56), (128, 28), (256, 14), (512, 7))
+RESNET50_STAGES = ((256, 56), (512, 28), (1024, 14), (2048, 7))
 
 
 @dataclass(frozen=True)
@@ -16,23 +21,74 @@ class Scale:
     image_size: int
     rounds: int
     cuda: bool
+    # fused-op benchmarks: (host, channels, height = width) at kernel_batch, calls per timed round
+    kernel_shapes: tuple[tuple[str, int, int], ...] = ()
+    kernel_batch: int = 1
+    kernel_rounds: int = 1
+    kernel_calls: int = 1
+    # DDA block benchmark: (host, channels, stage, size)
+    block_shapes: tuple[tuple[str, int, int, int], ...] = ()
+    # input pipelines: samples per timed epoch, batch size, output size, loader threads
+    data_samples: int = 0
+    data_batch: int = 1
+    data_image_size: int = 1
+    data_threads: int = 1
+    data_rounds: int = 1
 
 
 def bench_scale() -> Scale:
+    """The real DDA sizes on CUDA; batch 4, 1/4 spatial size and a subset of the stages on CPU."""
     if torch.cuda.is_available():
-        return Scale(torch.device("cuda"), batch=48, image_size=224, rounds=20, cuda=True)
-    return Scale(torch.device("cpu"), batch=4, image_size=64, rounds=3, cuda=False)
+        return Scale(
+            torch.device("cuda"),
+            batch=48,
+            image_size=224,
+            rounds=20,
+            cuda=True,
+            kernel_shapes=tuple(("resnet34", c, s) for c, s in RESNET34_STAGES)
+            + tuple(("resnet50", c, s) for c, s in RESNET50_STAGES),
+            kernel_batch=48,
+            kernel_rounds=20,
+            kernel_calls=10,
+            block_shapes=(("resnet34", 64, 1, 56), ("resnet50", 1024, 3, 14)),
+            data_samples=480,
+            data_batch=48,
+            data_image_size=224,
+            data_threads=min(8, os.cpu_count() or 1),
+            data_rounds=3,
+        )
+    return Scale(
+        torch.device("cpu"),
+        batch=4,
+        image_size=64,
+        rounds=3,
+        cuda=False,
+        # ResNet-34 stage 1 and ResNet-50 stage 3 at 1/4 size (overhead-bound), ResNet-34 stage 1 at full size
+        kernel_shapes=(("resnet34", 64, 14), ("resnet50", 1024, 4), ("resnet34", 64, 56)),
+        kernel_batch=4,
+        kernel_rounds=15,
+        kernel_calls=1,
+        block_shapes=(("resnet34", 64, 1, 14),),
+        data_samples=192,
+        data_batch=32,
+        data_image_size=224,  # the training size: decoding and augmenting at full size is cheap enough
+        data_threads=2,
+        data_rounds=3,
+    )
 
 
 SCALE = bench_scale()
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def sync() -> None:
+    """Wait for queued CUDA work (no-op on CPU)."""
     if SCALE.cuda:
         torch.cuda.synchronize()
 
 
 def peak_memory_reset() -> None:
+    """Start a new CUDA peak-memory window (no-op on CPU)."""
     if SCALE.cuda:
         torch.cuda.reset_peak_memory_stats()
 
@@ -40,3 +96,17 @@ def peak_memory_reset() -> None:
 def peak_memory_bytes() -> int | None:
     """Peak CUDA memory since the last reset (None on CPU, where it is not tracked per run)."""
     return torch.cuda.max_memory_allocated() if SCALE.cuda else None
+
+
+def median_s(benchmark) -> float | None:
+    """Median seconds per round of a finished benchmark (None under --benchmark-disable)."""
+    stats = getattr(benchmark, "stats", None)
+    if stats is None or getattr(stats, "stats", None) is None:
+        return None
+    return stats.stats.median
+
+
+def skip_compile_if_disabled(benchmark) -> None:
+    """torch.compile on a 2-core CPU takes tens of seconds: --benchmark-disable (the CI smoke run) skips it."""
+    if benchmark.disabled and not SCALE.cuda:
+        pytest.skip("torch.compile variants are skipped on CPU under --benchmark-disable (compile time only)")

@@ -41,19 +41,13 @@ OPS = ("attention_residual", "channel_attention")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    p.add_argument(
-        "--out", type=Path, default=Path(os.environ.get("OUT") or "bench/results"), help="output folder"
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "bench/results"), help="output folder")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes, torch backend, no torch.compile")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 48; 2 with --dry-run)")
     p.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32,bf16")
     p.add_argument("--hosts", default="resnet34,resnet50", help="comma list of resnet34,resnet50")
-    p.add_argument(
-        "--backend", default=None, help="fused backend (default triton on CUDA, torch with --dry-run)"
-    )
+    p.add_argument("--backend", default=None, help="fused backend (default triton on CUDA, torch with --dry-run)")
     p.add_argument("--compile", dest="compile", action="store_true", default=None, help="time torch.compile")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile timings")
     p.add_argument("--rep-ms", type=int, default=60, help="do_bench measurement time per timing (ms)")
@@ -74,9 +68,7 @@ def bench_ms(fn: Callable[[], Any], device: torch.device, rep_ms: int, grads: li
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        return float(
-            do_bench(fn, warmup=max(rep_ms // 4, 5), rep=rep_ms, grad_to_none=grads, return_mode="median")
-        )
+        return float(do_bench(fn, warmup=max(rep_ms // 4, 5), rep=rep_ms, grad_to_none=grads, return_mode="median"))
     times = []
     for _ in range(5):
         for g in grads:
@@ -137,14 +129,10 @@ class Case:
         return DF.attention_residual if self.op == "attention_residual" else DF.channel_attention
 
     def ref(self) -> Callable[..., torch.Tensor]:
-        return (
-            reference.attention_residual if self.op == "attention_residual" else reference.channel_attention
-        )
+        return reference.attention_residual if self.op == "attention_residual" else reference.channel_attention
 
 
-def grads_of(
-    case: Case, fn: Callable[..., torch.Tensor], dtype: torch.dtype | None = None
-) -> list[torch.Tensor]:
+def grads_of(case: Case, fn: Callable[..., torch.Tensor], dtype: torch.dtype | None = None) -> list[torch.Tensor]:
     leaves = [t.detach().to(dtype or t.dtype).requires_grad_() for t in case.leaves]
     out = case.call(fn, leaves)
     out.backward(case.grad.to(out.dtype))
@@ -162,9 +150,7 @@ def check(case: Case, backend: str) -> dict[str, Any]:
     if rm is not None:
         case.rm.copy_(rm)
         case.rv.copy_(rv)
-    names = ["out", "dx", "dlogits"] + (
-        ["dweight", "dbias"] if case.op == "attention_residual" else ["dscale"]
-    )
+    names = ["out", "dx", "dlogits"] + (["dweight", "dbias"] if case.op == "attention_residual" else ["dscale"])
     errs = {}
     ok = True
     for name, a, r, r64 in zip(names, fused, ref, ref64, strict=True):
@@ -175,9 +161,7 @@ def check(case: Case, backend: str) -> dict[str, Any]:
     return {"ok": bool(ok), "errors": errs}
 
 
-def time_case(
-    case: Case, backend: str, device: torch.device, args: argparse.Namespace, compiled: dict
-) -> dict:
+def time_case(case: Case, backend: str, device: torch.device, args: argparse.Namespace, compiled: dict) -> dict:
     """Forward and forward+backward medians (ms) of fused, eager reference and compiled reference."""
     leaves = [t.detach().requires_grad_() for t in case.leaves]
     impls: dict[str, tuple[str, Callable[..., torch.Tensor]]] = {
@@ -240,9 +224,7 @@ def markdown(report: dict[str, Any]) -> str:
         gb = fused.get("fwd_bwd_gbps")
         gbs = f"{gb:.1f} ({100 * gb / report['copy_gbps']:.0f}%)" if gb else "-"
         cells = [r["op"], r["host"], r["shape"], r["dtype"], "yes" if r["check"]["ok"] else "NO"]
-        cells += [
-            ms(r, impl, key) for key in ("fwd_ms", "fwd_bwd_ms") for impl in ("fused", "eager", "compiled")
-        ]
+        cells += [ms(r, impl, key) for key in ("fwd_ms", "fwd_bwd_ms") for impl in ("fused", "eager", "compiled")]
         lines.append("| " + " | ".join([*cells, gbs]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -269,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         triton_version = "missing"
     report: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu ({platform.machine()})",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
         "torch": torch.__version__,
         "triton": triton_version,
         "batch": batch,

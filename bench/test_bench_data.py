@@ -1,0 +1,88 @@
+"""Input pipelines: DALI (CPU and, on CUDA, GPU) against the PyTorch DataLoader, in images per second.
+
+Both read the synthetic set written in the real formats (RAF-DB: 100 px RGB JPEG files; FER2013: 48 px
+gray arrays from the CSV) through `train.data.load_splits`, apply the data set's training recipe
+(flip/rotate or gray/zoom branch), resize to the training size and normalise, and deliver float32
+batches on the benchmark device. One timed round is one training epoch over the split after a warm-up
+epoch (pipeline build, worker start-up). Baseline: the PyTorch loader (`torch`) in the same run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from benchutil import SCALE, median_s, sync
+
+from train.data import SampleSet, build_loader, dali_available, load_splits, make_synthetic
+
+DATASETS = ("rafdb", "fer2013")
+LOADERS = {"torch": ("torch", SCALE.device), "dali-cpu": ("dali", SCALE.device), "dali-gpu": ("dali", "cuda")}
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic face set, written once per session (train split of SCALE.data_samples images)."""
+    return make_synthetic(tmp_path_factory.mktemp("synthetic"), n_train=SCALE.data_samples, n_test=8, n_val=8)
+
+
+@pytest.fixture(scope="session")
+def train_splits(synthetic_root: Path) -> dict[str, SampleSet]:
+    """The train split of each data set, read by load_splits like the training engine does."""
+    return {name: load_splits(name, synthetic_root)["train"] for name in DATASETS}
+
+
+@pytest.mark.parametrize("loader_name", list(LOADERS))
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_input_pipeline(benchmark, train_splits: dict[str, SampleSet], dataset: str, loader_name: str) -> None:
+    kind, device = LOADERS[loader_name]
+    if kind == "dali" and not dali_available():
+        pytest.skip("nvidia-dali is not installed (build_loader would fall back to the PyTorch loader)")
+    if loader_name == "dali-gpu" and not SCALE.cuda:
+        pytest.skip("the DALI GPU pipeline needs CUDA")
+    samples = train_splits[dataset]
+    loader = build_loader(
+        samples,
+        train=True,
+        batch_size=SCALE.data_batch,
+        image_size=SCALE.data_image_size,
+        augment=dataset,
+        normalize="imagenet",
+        loader=kind,
+        device=device,
+        num_threads=SCALE.data_threads,
+    )
+    epoch = iter(range(10**6))
+
+    images = len(loader) * SCALE.data_batch  # drop_last: full batches only
+
+    def run_epoch() -> None:
+        loader.set_epoch(next(epoch))
+        n = 0
+        for x, y in loader:
+            assert x.shape[1:] == (3, SCALE.data_image_size, SCALE.data_image_size) and x.dtype == torch.float32
+            n += y.numel()
+        sync()
+        assert n == images > 0
+
+    if not benchmark.disabled:
+        run_epoch()  # warm-up: DALI builds its pipeline, the DataLoader starts its workers
+    benchmark.group = f"input pipeline {dataset} train {SCALE.data_image_size}px"
+    benchmark.extra_info.update(
+        {
+            "table": "input pipelines",
+            "variant": loader_name,
+            "baseline": "torch",
+            "dataset": dataset,
+            "images_per_epoch": images,
+            "batch": SCALE.data_batch,
+            "image_size": SCALE.data_image_size,
+            "threads": SCALE.data_threads,
+            "device": str(device),
+        }
+    )
+    benchmark.pedantic(run_epoch, rounds=SCALE.data_rounds, iterations=1)
+    med = median_s(benchmark)
+    if med is not None:
+        benchmark.extra_info["images_per_s"] = images / med
