@@ -1,0 +1,229 @@
+"""`python -m train.fuse`: combine two trained models (late, early, joint or fusion attention).
+
+    python -m train.fuse --method attention --members runs/a/best.pt runs/b/best.pt [train.run flags]
+
+The members are `train.run` checkpoints (any two registry models, of different feature widths too)
+trained on the same data, classes and input size. One data pipeline feeds both members. The method's
+trainable part trains with the engine's loop (late fusion trains nothing unless --learned-weights),
+then the fused model and each member are evaluated on the test split with and without TTA. The run
+folder holds config.json, metrics.jsonl, curves.png, confusion_matrix.png and summary.json (with
+each member's accuracy beside the fused one). Exit codes as `train.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddakern.fusion import METHODS, create_fusion
+from ddakern.models import list_models
+from ddakern.models.weights import WeightsError
+from train import checkpoint as ckpt_io
+from train.config import ConfigError, parse_cli, resolve
+from train.data import DataError
+from train.distributed import cleanup, setup
+from train.engine import NonFiniteLoss, StopRequested, Trainer, autocast_factory
+from train.evaluate import EvalResult, evaluate, evaluate_tta
+from train.report import peak_memory, plot_confusion, plot_curves, write_json
+from train.run import _result, out_dir, seed_everything
+from train.sources import load_data, make_loaders, protocol, resolve_loader
+
+log = logging.getLogger("train")
+
+FUSION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "late": {"epochs": 3, "lr": 1e-2, "weight_decay": 0.0},
+    "early": {"epochs": 5, "lr": 1e-3, "weight_decay": 1e-4},
+    "joint": {"epochs": 3, "lr": 1e-4, "weight_decay": 1e-4},
+    "attention": {"epochs": 8, "lr": 1e-3, "weight_decay": 1e-4},
+}
+"""Training defaults per method (the published work does not give them); every one is a flag."""
+_MEMBER_KEYS_NOT_INHERITED = {"resume", "out", "epochs", "lr", "weight_decay", "early_stop", "scheduler"}
+
+
+def parse_fusion_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Fusion options; everything else is a `train.run` flag (data, batch, amp, epochs, ...)."""
+    p = argparse.ArgumentParser(
+        prog="python -m train.fuse",
+        description="Fuse two trained models. Other flags are train.run's (see python -m train.run --help).",
+    )
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--members", required=True, nargs=2, type=Path, metavar=("A.pt", "B.pt"))
+    p.add_argument("--learned-weights", action="store_true", help="late: learn the two members' weights")
+    p.add_argument("--fusion-dim", type=int, default=512, help="attention: fused feature size")
+    p.add_argument("--fusion-tokens", type=int, default=8, help="attention: tokens the fused vector splits into")
+    p.add_argument("--fusion-heads", type=int, default=4, help="attention: self-attention heads")
+    p.add_argument("--fusion-hidden", type=int, default=512, help="attention: MLP and classifier hidden size")
+    p.add_argument(
+        "--train-members",
+        action="store_true",
+        help="attention: train the members too (default: frozen, as early fusion)",
+    )
+    return p.parse_known_args(list(argv))
+
+
+def load_members(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Both checkpoints, checked to be registry models with the same classes and inputs."""
+    ckpts = [ckpt_io.load(p) for p in paths]
+    for path, c in zip(paths, ckpts):
+        if c["model_name"] not in list_models():
+            raise ckpt_io.CheckpointError(
+                f"{path}: unknown model {c['model_name']!r} (known: {', '.join(list_models())})"
+            )
+    a, b = ckpts
+    if a["num_classes"] != b["num_classes"] or list(a["class_names"]) != list(b["class_names"]):
+        raise ckpt_io.CheckpointError(
+            f"members predict different classes: {paths[0]} has {a['num_classes']} ({', '.join(a['class_names'])}), "
+            f"{paths[1]} has {b['num_classes']} ({', '.join(b['class_names'])})"
+        )
+    for key in ("image_size", "normalize"):
+        if a[key] != b[key]:
+            raise ckpt_io.CheckpointError(
+                f"members were trained on different inputs: {key} {a[key]} ({paths[0]}) vs {b[key]} ({paths[1]})"
+            )
+    return ckpts
+
+
+def fusion_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.method == "late":
+        return {"learned_weights": args.learned_weights}
+    if args.method == "attention":
+        return {
+            "dim": args.fusion_dim,
+            "tokens": args.fusion_tokens,
+            "heads": args.fusion_heads,
+            "hidden": args.fusion_hidden,
+            "freeze_members": not args.train_members,
+        }
+    return {}
+
+
+class FusionTrainer(Trainer):
+    """The engine's loop over a fusion module; its checkpoints say what they hold."""
+
+    fusion_meta: dict[str, Any] = {}
+
+    def checkpoint(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        ckpt = super().checkpoint(rng)
+        ckpt.update(model_name=f"fusion-{self.fusion_meta['method']}", fusion=self.fusion_meta)
+        return ckpt
+
+
+def evaluate_all(model: torch.nn.Module, loaders: dict[str, Any], tta: bool, **kw: Any) -> tuple[EvalResult, Any]:
+    test = evaluate(model, loaders["test"], **kw)
+    return test, (evaluate_tta(model, loaders["tta"], **kw) if tta else None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, rest = parse_fusion_args(argv)
+    try:
+        ckpts = load_members(args.members)
+        cli, toml = parse_cli(rest)
+        if "resume" in cli:
+            raise ConfigError("--resume: train.fuse does not resume; run it again (fusion heads train in minutes)")
+        base = {k: v for k, v in ckpts[0]["config"].items() if k not in _MEMBER_KEYS_NOT_INHERITED}
+        base.update(FUSION_DEFAULTS[args.method], early_stop=0, scheduler="none")
+        base = {k: v for k, v in base.items() if not k.startswith("debug_")}
+        cfg = resolve(cli, toml, base=base)
+    except (ConfigError, ckpt_io.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    env = setup(cfg.device)
+    logging.basicConfig(
+        level=logging.INFO if env.is_main else logging.WARNING, format="%(message)s", stream=sys.stderr, force=True
+    )
+    try:
+        if cfg.out is None:
+            cfg.out = f"runs/fuse-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = out_dir(cfg, env)
+        splits = load_data(cfg, env)
+        names = splits["train"].class_names
+        if list(names) != list(ckpts[0]["class_names"]):
+            raise ConfigError(f"the data's classes ({', '.join(names)}) are not the members' classes")
+        seed_everything(cfg.seed)
+        if cfg.fused_kernels:
+            import ddakern
+
+            ddakern.use_kernels(cfg.kernels)
+        members = [ckpt_io.build_model(c, fused_kernels=cfg.fused_kernels).to(env.device) for c in ckpts]
+        fused = create_fusion(args.method, *members, len(names), **fusion_options(args)).to(env.device)
+        loaders = make_loaders(cfg, env, splits)
+        meta = {"method": args.method, "members": [str(p) for p in args.members], "options": fusion_options(args)}
+        if env.is_main:
+            write_json(out / "config.json", {**cfg.to_dict(), "fusion": meta})
+        trains = any(p.requires_grad for p in fused.parameters())
+        history: list[dict[str, Any]] = []
+        selected = None
+        model: torch.nn.Module = fused
+        if trains:
+            trainer = FusionTrainer(cfg, env, fused, names, loaders, out, splits["train"].labels)
+            trainer.fusion_meta = meta
+            trainer.fit()
+            trainer.load_best()
+            model, history, selected = trainer.model, trainer.state.history, trainer.state.best_epoch
+        kw = dict(env=env, num_classes=len(names), autocast=autocast_factory(cfg, env.device))
+        test, tta = evaluate_all(model, loaders, cfg.tta, **kw)
+        member_results = [evaluate_all(m, loaders, cfg.tta, **kw) for m in members]
+        if not env.is_main:
+            return 0
+        summary = {
+            "status": "completed",
+            "method": args.method,
+            "fusion_options": meta["options"],
+            "trained": trains,
+            "selected_epoch": selected,
+            "recipe": cfg.recipe,
+            "protocol": protocol(cfg),
+            "test_accuracy": test.accuracy,
+            "test_accuracy_tta": None if tta is None else tta.accuracy,
+            "test": _result(test, names),
+            "test_tta": None if tta is None else _result(tta, names),
+            "members": [
+                {
+                    "checkpoint": str(path),
+                    "model": c["model_name"],
+                    "test_accuracy": r.accuracy,
+                    "test_accuracy_tta": None if rt is None else rt.accuracy,
+                }
+                for path, c, (r, rt) in zip(args.members, ckpts, member_results)
+            ],
+            "class_names": list(names),
+            "loader": resolve_loader(cfg.loader),
+            "peak_memory": peak_memory(env.device),
+            "wall_seconds": time.perf_counter() - started,
+            "device": str(env.device),
+        }
+        shown = tta if tta is not None else test
+        plot_confusion(
+            out / "confusion_matrix.png", shown.confusion, names, f"{args.method} fusion: {shown.accuracy:.2f}%"
+        )
+        if history:
+            plot_curves(out / "curves.png", history)
+        write_json(out / "summary.json", summary)
+        accs = ", ".join(f"{m['model']} {m['test_accuracy']:.2f}%" for m in summary["members"])
+        print(f"report: {out / 'summary.json'} ({args.method} fusion {test.accuracy:.2f}%; members {accs})")
+        return 0
+    except StopRequested as e:
+        if env.is_main:
+            print(f"{e}; the fusion run stopped (run it again to redo it)", file=sys.stderr)
+        return e.exit_code
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (NonFiniteLoss, DataError, WeightsError, ckpt_io.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
