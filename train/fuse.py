@@ -24,15 +24,13 @@ import torch
 
 from ddakern.fusion import METHODS, create_fusion
 from ddakern.models import list_models
-from ddakern.models.weights import WeightsError
 from train import checkpoint as ckpt_io
 from train.config import ConfigError, parse_cli, resolve
-from train.data import DataError
 from train.distributed import cleanup, setup
-from train.engine import NonFiniteLoss, StopRequested, Trainer, autocast_factory
+from train.engine import StopRequested, Trainer, autocast_factory
 from train.evaluate import EvalResult, evaluate, evaluate_tta
 from train.report import peak_memory, plot_confusion, plot_curves, write_json
-from train.run import _result, out_dir, seed_everything
+from train.run import RUN_FAILURES, _result, out_dir, print_failure, seed_everything
 from train.sources import load_data, make_loaders, protocol, resolve_loader
 
 log = logging.getLogger("train")
@@ -134,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = {k: v for k, v in base.items() if not k.startswith("debug_")}
         cfg = resolve(cli, toml, base=base)
     except (ConfigError, ckpt_io.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_failure(e)
         return 2
     env = setup(cfg.device)
     logging.basicConfig(
@@ -215,12 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if env.is_main:
             print(f"{e}; the fusion run stopped (run it again to redo it)", file=sys.stderr)
         return e.exit_code
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (NonFiniteLoss, DataError, WeightsError, ckpt_io.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ConfigError, *RUN_FAILURES) as e:
+        return print_failure(e)
     finally:
         cleanup()
 

@@ -154,6 +154,16 @@ def finish(
     return summary
 
 
+RUN_FAILURES = (NonFiniteLoss, DataError, WeightsError, ckpt_io.CheckpointError)
+"""Errors that end a run with one line and exit code 1."""
+
+
+def print_failure(e: BaseException) -> int:
+    """Print `error: <one line>` on stderr; the exit code: 2 for bad options, 1 for a failed run."""
+    print(f"error: {e}", file=sys.stderr)
+    return 2 if isinstance(e, ConfigError) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (see the module docstring)."""
     started = time.perf_counter()
@@ -208,12 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside the training loop (setup, final evaluation): nothing new to save
         print("interrupted outside the training loop; checkpoints already written are kept", file=sys.stderr)
         return 130
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (NonFiniteLoss, DataError, WeightsError, ckpt_io.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ConfigError, *RUN_FAILURES) as e:
+        return print_failure(e)
     finally:
         cleanup()
 

@@ -37,9 +37,7 @@ class _BatchSource:
 
     def __iter__(self) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
         order = self.order()
-        stop = min(
-            order.size, batch_count(order.size, self.batch_size, self.shard["drop_last"]) * self.batch_size
-        )
+        stop = min(order.size, batch_count(order.size, self.batch_size, self.shard["drop_last"]) * self.batch_size)
         labels = self.samples.labels
         for start in range(0, stop, self.batch_size):
             idx = order[start : start + self.batch_size]

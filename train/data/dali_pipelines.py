@@ -77,9 +77,7 @@ def finish(images, mean: Sequence[float], std: Sequence[float], color: bool):
     """Gray replicated to 3 channels, then (x - mean) / std in CHW float32."""
     if not color:
         images = fn.cat(images, images, images, axis=2)
-    return fn.crop_mirror_normalize(
-        images, mean=list(mean), std=list(std), output_layout="CHW", dtype=types.FLOAT
-    )
+    return fn.crop_mirror_normalize(images, mean=list(mean), std=list(std), output_layout="CHW", dtype=types.FLOAT)
 
 
 def views_of(images, recipe, image_size: int, mean, std, color: bool, views: int) -> list:

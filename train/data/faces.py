@@ -120,9 +120,7 @@ def draw_face(expression: str, rng: np.random.Generator, size: int) -> np.ndarra
     canvas.line(np.array([[0.0, ey + 0.05], [-0.04, ny], [0.04, ny]]), _shade(skin, 0.7), 0.02)
     if g.wrinkle and t > 0:
         for side in (-1.0, 1.0):
-            canvas.line(
-                np.array([[side * 0.05, ny - 0.12], [side * 0.1, ny - 0.04]]), _shade(skin, 0.6), 0.018
-            )
+            canvas.line(np.array([[side * 0.05, ny - 0.12], [side * 0.1, ny - 0.04]]), _shade(skin, 0.6), 0.018)
     # mouth
     my = rng.uniform(0.4, 0.48)
     half = rng.uniform(0.16, 0.2) + _lerp(0.0, g.mouth_width, t) / 2.0

@@ -70,9 +70,7 @@ def _open_csv(path: Path, required: tuple[str, ...]) -> tuple[csv.DictReader, Te
     missing = [c for c in required if c not in header]
     if missing:
         fh.close()
-        raise DataError(
-            f"{path} line 1: header lacks column(s) {', '.join(missing)} (found: {', '.join(header)})"
-        )
+        raise DataError(f"{path} line 1: header lacks column(s) {', '.join(missing)} (found: {', '.join(header)})")
     reader.fieldnames = header
     return reader, fh
 
@@ -136,16 +134,12 @@ def read_fer2013(path: Path, *, skip_bad: bool = False) -> dict[str, SampleSet]:
     out: dict[str, SampleSet] = {}
     for usage, split in USAGE_TO_SPLIT.items():
         good = [r for r in rows if r.problem is None and r.usage == usage]
-        skipped = sum(
-            1 for r in rows if r.problem and (r.usage == usage or (r.usage is None and split == "train"))
-        )
+        skipped = sum(1 for r in rows if r.problem and (r.usage == usage or (r.usage is None and split == "train")))
         out[split] = _array_set(good, [r.emotion for r in good], FER2013_CLASSES, skipped, path)
     return out
 
 
-def _array_set(
-    rows: list[_Row], labels: list, classes: tuple[str, ...], skipped: int, source: Path
-) -> SampleSet:
+def _array_set(rows: list[_Row], labels: list, classes: tuple[str, ...], skipped: int, source: Path) -> SampleSet:
     images = np.stack([r.image for r in rows]) if rows else np.zeros((0, FER_SIZE, FER_SIZE), np.uint8)
     return SampleSet("array", images, None, np.asarray(labels, np.int64), classes, skipped, source)
 
@@ -207,17 +201,14 @@ def read_ferplus(fer_csv: Path, ferplus_csv: Path, *, skip_bad: bool = False) ->
             kept[usage][1].append(label)
     if n_new != len(fer_rows):
         raise DataError(
-            f"{ferplus_csv}: {n_new} data rows but {fer_csv.name} has {len(fer_rows)}; "
-            "they must match row by row"
+            f"{ferplus_csv}: {n_new} data rows but {fer_csv.name} has {len(fer_rows)}; they must match row by row"
         )
     if bad:
         src, line, problem = min(bad, key=lambda b: (b[0] != fer_csv, b[1]))
         if not skip_bad:
             raise DataError(f"{src} line {line}: {problem}")
         n_bad = sum(skipped.values())
-        log.warning(
-            f"{ferplus_csv}: skipped {n_bad} malformed row(s) (first: {src.name} line {line}: {problem})"
-        )
+        log.warning(f"{ferplus_csv}: skipped {n_bad} malformed row(s) (first: {src.name} line {line}: {problem})")
     if dropped:
         log.info(f"{ferplus_csv}: dropped {dropped} image(s) without a face or with an unknown/NF majority")
     return {

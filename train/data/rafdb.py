@@ -121,8 +121,6 @@ def read_rafdb(
     if first_bad:
         log.warning(f"{label_file}: skipped {sum(skipped.values())} malformed sample(s) (first: {first_bad})")
     return {
-        s: SampleSet(
-            "files", None, kept[s][0], np.asarray(kept[s][1], np.int64), RAFDB_CLASSES, skipped[s], label_file
-        )
+        s: SampleSet("files", None, kept[s][0], np.asarray(kept[s][1], np.int64), RAFDB_CLASSES, skipped[s], label_file)
         for s in SPLITS
     }

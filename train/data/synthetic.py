@@ -68,9 +68,7 @@ def _complete(root: Path, manifest: dict) -> bool:
     return (root / "fer2013" / "fer2013.csv").is_file() and n_jpeg == manifest["n_train"] + manifest["n_test"]
 
 
-def make_synthetic(
-    root: Path, *, seed: int = 113, n_train: int = 1800, n_test: int = 600, n_val: int = 600
-) -> Path:
+def make_synthetic(root: Path, *, seed: int = 113, n_train: int = 1800, n_test: int = 600, n_val: int = 600) -> Path:
     """Write (or reuse) the synthetic set under `root` and return `root`.
 
     root/fer2013/fer2013.csv: 48x48 gray, n_train Training + n_val PublicTest + n_test PrivateTest rows,
@@ -94,9 +92,7 @@ def make_synthetic(
                 raise DataError(f"{root / sub} exists and is not a synthetic set; refusing to overwrite it")
         tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root))
         try:
-            _write_fer2013(
-                tmp / "fer2013", seed, {"Training": n_train, "PublicTest": n_val, "PrivateTest": n_test}
-            )
+            _write_fer2013(tmp / "fer2013", seed, {"Training": n_train, "PublicTest": n_val, "PrivateTest": n_test})
             _write_rafdb(tmp / "rafdb", seed, {"train": n_train, "test": n_test})
             (root / _INCOMPLETE).touch()
             (root / MANIFEST).unlink(missing_ok=True)

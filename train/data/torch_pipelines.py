@@ -80,9 +80,7 @@ def transform(
     """
     x = torch.tensor(image, dtype=torch.float32)
     x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-    x = F.interpolate(
-        x[None], size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=False
-    )[0]
+    x = F.interpolate(x[None], size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=False)[0]
     if recipe is not None:
         if branch is None:
             branch = 1 if rng.random() < recipe.p_branch else 2
@@ -191,9 +189,7 @@ class TorchLoader:
         drop_last = train if drop_last is None else drop_last
         self.device = torch.device(device)
         self.views = views
-        shard = dict(
-            rank=rank, world_size=world_size, seed=seed, shuffle=train, equal=train, drop_last=drop_last
-        )
+        shard = dict(rank=rank, world_size=world_size, seed=seed, shuffle=train, equal=train, drop_last=drop_last)
         self.sampler = _BatchSampler(len(samples), batch_size, shard)
         dataset = SampleDataset(
             samples, image_size=image_size, recipe=recipe, normalize=normalize, seed=seed, views=views
