@@ -15,19 +15,20 @@ from kernels._common import empty_ncp_like
 def _coef(
     x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    acc = acc_dtype(x)
-    a = torch.softmax(logits.to(acc), dim=1)
-    k = a if scale is None else a * scale.to(acc)
+    """(a, k): a = softmax_c(logits) and k = a [* scale] [+ 1], N x C in the accumulation dtype."""
+    a = torch.softmax(logits, dim=1, dtype=acc_dtype(x))
+    k = a if scale is None else a * scale
     if residual:
-        k = k + 1
+        k = k + 1 if k is a else k.add_(1)
     return a, k
 
 
-def forward(
-    x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool
-) -> torch.Tensor:
+def forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool) -> torch.Tensor:
     """x * k[n, c] in x's memory format (logits, scale: N x C)."""
-    _, k = _coef(x, logits, scale, residual)
+    a = torch.softmax(logits, dim=1, dtype=acc_dtype(x))
+    k = a if scale is None else a.mul_(scale)
+    if residual:
+        k.add_(1)
     out = empty_ncp_like(x)
     torch.mul(x, k[:, :, None, None], out=out)
     return out
@@ -48,8 +49,9 @@ def backward(
     if need_x:
         dx = empty_ncp_like(x)
         torch.mul(grad, k[:, :, None, None], out=dx)
-    g = (grad.to(acc) * x.to(acc)).sum(dim=(2, 3))
-    da = g if scale is None else g * scale.to(acc)
-    dl = (a * (da - (a * da).sum(dim=1, keepdim=True))).to(logits.dtype)
-    ds = logits.new_empty(0) if scale is None else (g * a).to(scale.dtype)
+    # g[n, c] = sum_p grad * x, products in acc (exact for half-precision inputs)
+    g = (grad * x if grad.dtype == acc else grad.to(acc).mul_(x)).sum(dim=(2, 3))
+    da = g if scale is None else g * scale
+    dl = torch._softmax_backward_data(da, a, 1, acc).to(logits.dtype)
+    ds = logits.new_empty(0) if scale is None else g.mul_(a).to(scale.dtype)
     return dx, dl, ds
