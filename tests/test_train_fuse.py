@@ -65,6 +65,9 @@ def test_each_method_end_to_end(members, method):
     assert summary["method"] == method and summary["test"]["images"] == 32
     assert [m["model"] for m in summary["members"]] == ["resnet18", "resnet50"]
     assert all(0 <= m["test_accuracy"] <= 100 and m["test_accuracy_tta"] is not None for m in summary["members"])
+    for member, path in zip(summary["members"], paths):  # each member's own accuracy, before any fusion training
+        own = json.loads((path.parent / "summary.json").read_text())
+        assert member["test_accuracy"] == pytest.approx(own["test_accuracy"])
     assert (out / "confusion_matrix.png").stat().st_size > 0 and (out / "curves.png").is_file()
     fused_state = torch.load(out / "best.pt", weights_only=False)["model"]
     for i, path in enumerate(paths, start=1):

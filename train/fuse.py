@@ -157,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta = {"method": args.method, "members": [str(p) for p in args.members], "options": fusion_options(args)}
         if env.is_main:
             write_json(out / "config.json", {**cfg.to_dict(), "fusion": meta})
+        kw = dict(env=env, num_classes=len(names), autocast=autocast_factory(cfg, env.device))
+        # the members as trained on their own, before joint fusion trains them further
+        member_results = [evaluate_all(m, loaders, cfg.tta, **kw) for m in members]
         trains = any(p.requires_grad for p in fused.parameters())
         history: list[dict[str, Any]] = []
         selected = None
@@ -167,9 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             trainer.fit()
             trainer.load_best()
             model, history, selected = trainer.model, trainer.state.history, trainer.state.best_epoch
-        kw = dict(env=env, num_classes=len(names), autocast=autocast_factory(cfg, env.device))
         test, tta = evaluate_all(model, loaders, cfg.tta, **kw)
-        member_results = [evaluate_all(m, loaders, cfg.tta, **kw) for m in members]
         if not env.is_main:
             return 0
         summary = {
