@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -31,16 +34,55 @@ class Tuning:
     max_block_c: int  # channels per chunk; larger C loops over chunks (online softmax)
     target_programs: int  # split reductions until about this many programs run
     num_warps: int
+    bwd_tile: int = 0  # attention_residual backward tile (0: same as tile); it keeps ~10 tiles live
+
+
+TUNING_ENV = "DDAKERN_TRITON_TUNING"
 
 
 def _default_tuning() -> Tuning:
     if interpreting():
         # the interpreter costs ~1-4 ms per program instance: few programs, big tiles
         return Tuning(tile=1 << 16, max_block_c=4096, target_programs=1, num_warps=4)
-    return Tuning(tile=4096, max_block_c=1024, target_programs=1024, num_warps=8)
+    # bwd_tile 2048: with 4096 the backward spills registers on sm_90 whenever its loads cannot be
+    # vectorised (H*W not a multiple of 16, e.g. 14x14); see bench/results/sm90_compile.md
+    base = Tuning(tile=4096, max_block_c=1024, target_programs=1024, num_warps=8, bwd_tile=2048)
+    return parse_tuning(os.environ.get(TUNING_ENV, ""), base)
+
+
+def parse_tuning(spec: str, base: Tuning) -> Tuning:
+    """Apply "field=value,..." overrides (e.g. "tile=8192,num_warps=4") to base; errors name the field."""
+    fields = {f.name for f in dataclasses.fields(Tuning)}
+    changes: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in fields or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(
+                f"{TUNING_ENV}: bad entry {item!r}; expected field=positive integer with field in {sorted(fields)}"
+            )
+        changes[name] = int(value)
+    return dataclasses.replace(base, **changes)
 
 
 TUNING: Tuning = _default_tuning()
+
+
+def tuning() -> Tuning:
+    """The block-size budget in force (read at each launch, so tests and sweeps can swap it)."""
+    return TUNING
+
+
+@contextlib.contextmanager
+def tuned(**overrides: int) -> Iterator[Tuning]:
+    """Temporarily override fields of the block-size budget (benchmark sweeps, tests)."""
+    global TUNING
+    previous = TUNING
+    TUNING = dataclasses.replace(previous, **overrides)
+    try:
+        yield TUNING
+    finally:
+        TUNING = previous
 
 
 def sm_count(device: torch.device) -> int:
@@ -68,12 +110,13 @@ def as_ncp(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
     return t, sn, sc, sp
 
 
-def blocks(c: int, hw: int, c_contiguous: bool) -> tuple[int, int, int]:
-    """Choose (BLOCK_C, BLOCK_P, NUM_CHUNKS) for a channel-softmax tile over positions."""
+def blocks(c: int, hw: int, c_contiguous: bool, tile: int | None = None) -> tuple[int, int, int]:
+    """Choose (BLOCK_C, BLOCK_P, NUM_CHUNKS) for a channel-softmax tile of at most `tile` elements."""
     tune = TUNING
+    tile = tile or tune.tile
     max_c = tune.max_block_c if not c_contiguous else max(tune.max_block_c, 2048)
-    block_c = min(next_pow2(c), max_c, tune.tile)
-    block_p = max(1, min(next_pow2(hw), tune.tile // block_c))
+    block_c = min(next_pow2(c), max_c, tile)
+    block_p = max(1, min(next_pow2(hw), tile // block_c))
     return block_c, block_p, cdiv(c, block_c)
 
 

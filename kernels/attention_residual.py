@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import TUNING, as_ncp, blocks, cdiv, empty_ncp_like, next_pow2, split_range
+from kernels._common import as_ncp, blocks, cdiv, empty_ncp_like, next_pow2, split_range, tuning
 
 # ---------------------------------------------------------------------------------------------
 # batch statistics
@@ -113,11 +113,11 @@ def bn_stats(
     hw = h * w
     lg, s_n, s_c, s_p = as_ncp(logits)
     if s_p == 1 or s_c != 1:  # positions contiguous: long position blocks
-        block_p = min(next_pow2(hw), TUNING.tile, 1024)
-        block_c = max(1, min(next_pow2(c), TUNING.tile // block_p))
+        block_p = min(next_pow2(hw), tuning().tile, 1024)
+        block_c = max(1, min(next_pow2(c), tuning().tile // block_p))
     else:  # channels contiguous
-        block_c = min(next_pow2(c), TUNING.tile, 256)
-        block_p = max(1, min(next_pow2(hw), TUNING.tile // block_c))
+        block_c = min(next_pow2(c), tuning().tile, 256)
+        block_p = max(1, min(next_pow2(hw), tuning().tile // block_c))
     rng, split = split_range(hw, block_p, n * cdiv(c, block_c))
     rows = n * split
     dev = logits.device
@@ -125,7 +125,7 @@ def bn_stats(
     pm2 = torch.empty((rows, c), device=dev, dtype=torch.float32)
     _stats_partial_kernel[(cdiv(c, block_c), n, split)](
         lg, pmean, pm2, c, hw, rng, split, s_n, s_c, s_p,
-        BLOCK_C=block_c, BLOCK_P=block_p, num_warps=TUNING.num_warps,
+        BLOCK_C=block_c, BLOCK_P=block_p, num_warps=tuning().num_warps,
     )  # fmt: skip
     mean = torch.empty(c, device=dev, dtype=torch.float32)
     rstd = torch.empty(c, device=dev, dtype=torch.float32)
@@ -134,7 +134,7 @@ def bn_stats(
     rv = running_var.contiguous() if has_running else rstd
     total = n * hw
     fblock_c = min(next_pow2(c), 64)
-    fblock_r = max(1, min(next_pow2(rows), TUNING.tile // fblock_c, 64 if TUNING.tile <= 8192 else 1 << 14))
+    fblock_r = max(1, min(next_pow2(rows), tuning().tile // fblock_c, 64 if tuning().tile <= 8192 else 1 << 14))
     _stats_finalize_kernel[(cdiv(c, fblock_c),)](
         pmean, pm2, mean, rstd,
         rm, rv,
@@ -274,7 +274,7 @@ def forward(
     _fwd_kernel[(cdiv(hw, block_p), n)](
         xv, lv, out, weight, bias, mean, rstd, c, hw,
         sxn, sxc, sxp, sln, slc, slp, son, soc, sop,
-        BLOCK_C=block_c, BLOCK_P=block_p, NUM_CHUNKS=chunks, num_warps=TUNING.num_warps,
+        BLOCK_C=block_c, BLOCK_P=block_p, NUM_CHUNKS=chunks, num_warps=tuning().num_warps,
     )  # fmt: skip
     return out
 
@@ -447,14 +447,14 @@ def backward(
     dl = empty_ncp_like(logits) if need_logits else logits.new_empty(0)
     sgn, sgc, sgp = as_ncp(dx)[1:] if need_x else (0, 0, 0)
     son, soc, sop = as_ncp(dl)[1:] if need_logits else (0, 0, 0)
-    block_c, block_p, chunks = blocks(c, hw, sxc == 1)
+    block_c, block_p, chunks = blocks(c, hw, sxc == 1, tuning().bwd_tile)
     rng, split = split_range(hw, block_p, n)
     rows = n * split
     psum = torch.zeros((rows, c), device=dev, dtype=torch.float32)
     psumx = torch.zeros((rows, c), device=dev, dtype=torch.float32)
     common = (c, hw, rng, split, 1.0 / (n * hw))
     strides = (sdn, sdc, sdp, sxn, sxc, sxp, sln, slc, slp, sgn, sgc, sgp, son, soc, sop)
-    meta = dict(BLOCK_C=block_c, BLOCK_P=block_p, NUM_CHUNKS=chunks, num_warps=TUNING.num_warps)
+    meta = dict(BLOCK_C=block_c, BLOCK_P=block_p, NUM_CHUNKS=chunks, num_warps=tuning().num_warps)
     grid = (split, n)
     dx_arg, dl_arg = (dx if need_x else xv), (dl if need_logits else lv)  # unwritten dummies: never empty
     one_pass_dl = need_logits and not batch_stats

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import TUNING, as_ncp, cdiv, empty_ncp_like, next_pow2, split_range
+from kernels._common import as_ncp, cdiv, empty_ncp_like, next_pow2, split_range, tuning
 
 
 @triton.jit
@@ -156,14 +156,14 @@ def _bwd_logits_kernel(
 
 def _blocks(c: int, hw: int, c_contiguous: bool) -> tuple[int, int, int]:
     """(BLOCK_C, BLOCK_P, BLOCK_L) for an [channels, positions] slab and the logits-row chunk."""
-    tile = TUNING.tile
+    tile = tuning().tile
     if c_contiguous:
         block_c = min(next_pow2(c), tile, 256)
         block_p = max(1, min(next_pow2(hw), tile // block_c))
     else:
         block_p = min(next_pow2(hw), tile, 512)
         block_c = max(1, min(next_pow2(c), tile // block_p))
-    block_l = min(next_pow2(c), TUNING.max_block_c)
+    block_l = min(next_pow2(c), tuning().max_block_c)
     return block_c, block_p, block_l
 
 
@@ -190,7 +190,7 @@ def forward(
     _fwd_kernel[(cdiv(c, block_c), n, split)](
         xv, logits, sv, out, c, hw, rng, sxn, sxc, sxp, son, soc, sop, sln, slc, ssn, ssc,
         HAS_SCALE=scale is not None, RESIDUAL=residual,
-        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_L=block_l, num_warps=TUNING.num_warps,
+        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_L=block_l, num_warps=tuning().num_warps,
     )  # fmt: skip
     return out
 
@@ -218,7 +218,7 @@ def backward(
         gv, xv, dx if need_x else xv, logits, sv, pg, n, c, hw, rng,
         sdn, sdc, sdp, sxn, sxc, sxp, sgn, sgc, sgp, sln, slc, ssn, ssc,
         HAS_SCALE=scale is not None, RESIDUAL=residual, WRITE_DX=need_x,
-        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_L=block_l, num_warps=TUNING.num_warps,
+        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_L=block_l, num_warps=tuning().num_warps,
     )  # fmt: skip
     dl = torch.empty((n, c), device=x.device, dtype=logits.dtype)
     ds = torch.empty((n, c), device=x.device, dtype=scale.dtype) if scale is not None else logits.new_empty(0)
