@@ -123,10 +123,13 @@ def blocks(c: int, hw: int, c_contiguous: bool, tile: int | None = None) -> tupl
 def split_range(hw: int, block_p: int, n: int) -> tuple[int, int]:
     """Split the H*W positions of each sample into ranges so that about `target_programs` run.
 
-    Returns (range_len, num_splits); range_len is a multiple of block_p.
+    Returns (range_len, num_splits); range_len is a multiple of block_p and of 16, so that every range
+    starts 16-element aligned when H*W is: the compiler can then vectorise the loads (unaligned
+    ranges cost ~3x the registers on sm_90; see bench/results/sm90_compile.md).
     """
     want = max(1, min(cdiv(hw, block_p), cdiv(TUNING.target_programs, max(n, 1))))
-    rng = cdiv(cdiv(hw, want), block_p) * block_p
+    step = max(block_p, 16)
+    rng = cdiv(cdiv(hw, want), step) * step
     return rng, cdiv(hw, rng)
 
 

@@ -94,3 +94,12 @@ def test_capture_refuses_interpreted_kernels(monkeypatch):
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET unset"):
         with aot.capture():
             pass
+
+
+@pytest.mark.parametrize(
+    "hw,block_p,n", [(3136, 8, 48), (3136, 16, 1), (196, 4, 48), (49, 2, 5), (99, 64, 57), (1, 1, 1)]
+)
+def test_split_ranges_are_16_aligned_and_cover_every_position(hw, block_p, n):
+    rng, split = kcommon.split_range(hw, block_p, n)
+    assert rng % block_p == 0 and rng % 16 == 0
+    assert (split - 1) * rng < hw <= split * rng

@@ -113,9 +113,7 @@ def test_triton_backend_matches_reference(case):
 @pytest.mark.parametrize("training", [True, False])
 def test_triton_chunked_and_split_paths(training, monkeypatch):
     """Small tiles force the online-softmax channel loop and split batch-statistic reductions."""
-    monkeypatch.setattr(
-        kcommon, "TUNING", kcommon.Tuning(tile=64, max_block_c=8, target_programs=16, num_warps=4)
-    )
+    monkeypatch.setattr(kcommon, "TUNING", kcommon.Tuning(tile=64, max_block_c=8, target_programs=16, num_warps=4))
     x, logits, p = make_inputs(3, 19, 5, 7)
     compare("triton", x, logits, p, training)
 
@@ -125,9 +123,7 @@ def test_non_contiguous_inputs(mode):
     n, c, h, w = 2, 6, 5, 7
     big = torch.randn(n, 2 * c, h, w, device=DEVICE)
     x = big[:, ::2]  # channel-strided view
-    logits = torch.randn(n, c, w, h, device=DEVICE).transpose(
-        2, 3
-    )  # H and W not mergeable: copied internally
+    logits = torch.randn(n, c, w, h, device=DEVICE).transpose(2, 3)  # H and W not mergeable: copied internally
     _, _, p = make_inputs(n, c, h, w)
     compare(mode, x, logits, p, True)
     # an expanded (stride 0) upstream gradient
@@ -178,9 +174,7 @@ def _lowp_errors(mode, dtype, n, c, h, w, training):
     for name, a, r_lp, r64 in zip(NAMES[:5], got[:5], ref_lp[:5], ref64[:5], strict=True):
         assert a.dtype == r_lp.dtype, name
         ours, theirs = rel_err(a, r64), rel_err(r_lp, r64)
-        assert ours <= 2 * theirs + 1e-6, (
-            f"{mode} {dtype} {name}: error {ours:.2e} > 2 x reference {theirs:.2e}"
-        )
+        assert ours <= 2 * theirs + 1e-6, f"{mode} {dtype} {name}: error {ours:.2e} > 2 x reference {theirs:.2e}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -277,3 +271,13 @@ def test_errors():
         f(x, logits, w, b, rm, None, False)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         f(x[:1, :, :1, :1], logits[:1, :, :1, :1], w, b, rm, rv, True)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_triton_position_ranges_split_within_a_sample(training):
+    """Batch statistics and backward partial sums merge position ranges of unequal length."""
+    with kcommon.tuned(tile=64, max_block_c=8, target_programs=512):
+        assert kcommon.split_range(99, 64, 3 * 19) == (64, 2)  # bn_stats: 64 + 35 positions
+        assert kcommon.split_range(99, 8, 3) == (16, 7)  # backward: six ranges of 16, one of 3
+        x, logits, p = make_inputs(3, 19, 9, 11)
+        compare("triton", x, logits, p, training)
