@@ -13,7 +13,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
 RESULTS="${OUT:-bench/results}"
 mkdir -p "$RESULTS"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python3 || command -v python)}"  # the H200 image has python3 only
 BUDGET="${GPU_CHECK_BUDGET_S:-470}"
 SECONDS=0
 
