@@ -297,18 +297,37 @@ def _bwd_tile(
 
 
 @triton.jit
+def _store_pos(pos_base, HW, offs_p, mask_p, mx, inv, s):
+    tl.store(pos_base + offs_p, mx, mask=mask_p)
+    tl.store(pos_base + HW + offs_p, inv, mask=mask_p)
+    tl.store(pos_base + 2 * HW + offs_p, s, mask=mask_p)
+
+
+@triton.jit
+def _load_pos(pos_base, HW, offs_p, mask_p):
+    mx = tl.load(pos_base + offs_p, mask=mask_p, other=0.0)
+    inv = tl.load(pos_base + HW + offs_p, mask=mask_p, other=1.0)
+    s = tl.load(pos_base + 2 * HW + offs_p, mask=mask_p, other=0.0)
+    return mx, inv, s
+
+
+@triton.jit
 def _bwd_kernel(
     dy_ptr, x_ptr, l_ptr, dx_ptr, dl_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
-    psum_ptr, psumx_ptr, gsum_ptr, gsumx_ptr, C, HW, RANGE, SPLIT, inv_total,
+    psum_ptr, psumx_ptr, gsum_ptr, gsumx_ptr, pos_ptr, C, HW, RANGE, SPLIT, inv_total,
     sdn, sdc, sdp, sxn, sxc, sxp, sln, slc, slp, sgn, sgc, sgp, son, soc, sop,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, NUM_CHUNKS: tl.constexpr,
     WRITE_DX: tl.constexpr, WRITE_PARTIALS: tl.constexpr, WRITE_DL: tl.constexpr, CENTER: tl.constexpr,
+    POS: tl.constexpr,
 ):  # fmt: skip
     """One pass over a position range of one sample.
 
-    dx = dy * (1 + m); dbn = [zp > 0] * m * (dy*x - sum_c(m * dy * x)).
+    dx = dy * (1 + m); dbn = [zp > 0] * m * (dy*x - s) with s = sum_c(m * dy * x).
     WRITE_PARTIALS: per-channel sums of dbn and dbn * xhat over the range (row n * SPLIT + split).
     WRITE_DL: dl = w * rstd * dbn, minus the batch-statistic terms (gsum, gsumx) when CENTER.
+    POS 1: also store the per-position softmax max, 1/sum and s in the N x 3 x HW scratch pos_ptr;
+    POS 2: load them instead of reducing over the channels again (the second pass of the training
+    backward then has no cross-channel reduction; the scratch lives only between the two passes).
     """
     sp = tl.program_id(0)
     n = tl.program_id(1)
@@ -320,6 +339,7 @@ def _bwd_kernel(
     l_base = l_ptr + n64 * sln
     dx_base = dx_ptr + n64 * sgn
     dl_base = dl_ptr + n64 * son
+    pos_base = pos_ptr + n64 * (3 * HW)
     row = n * SPLIT + sp
     if NUM_CHUNKS == 1:
         offs_c = tl.arange(0, BLOCK_C)
@@ -336,10 +356,18 @@ def _bwd_kernel(
             mask_p = offs_p < end
             mask = mask_c[:, None] & mask_p[None, :]
             xhat, zp = _bn(l_base, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd)
-            z = tl.maximum(zp, 0.0)
-            mx = tl.max(z, 0)
-            e = tl.where(mask, tl.exp(z - mx[None, :]), 0.0)
-            m = e * (1.0 / tl.where(mask_p, tl.sum(e, 0), 1.0))[None, :]
+            if POS == 2:
+                mx, inv, s = _load_pos(pos_base, HW, offs_p, mask_p)
+                m = tl.where(mask, tl.exp(tl.maximum(zp, 0.0) - mx[None, :]), 0.0) * inv[None, :]
+            else:
+                z = tl.maximum(zp, 0.0)
+                mx = tl.max(z, 0)
+                e = tl.where(mask, tl.exp(z - mx[None, :]), 0.0)
+                inv = 1.0 / tl.where(mask_p, tl.sum(e, 0), 1.0)
+                m = e * inv[None, :]
+                if POS == 1:  # stored now, so that mx and inv need no registers for the rest of the tile
+                    tl.store(pos_base + offs_p, mx, mask=mask_p)
+                    tl.store(pos_base + HW + offs_p, inv, mask=mask_p)
             dy = tl.load(dy_base + offs_c[:, None] * sdc + offs_p[None, :] * sdp, mask=mask, other=0.0)
             dy = dy.to(tl.float32)
             if WRITE_DX:
@@ -350,7 +378,10 @@ def _bwd_kernel(
                 )
             xv = tl.load(x_base + offs_c[:, None] * sxc + offs_p[None, :] * sxp, mask=mask, other=0.0)
             dm = dy * xv.to(tl.float32)
-            s = tl.sum(m * dm, 0)
+            if POS != 2:
+                s = tl.sum(m * dm, 0)
+            if POS == 1:
+                tl.store(pos_base + 2 * HW + offs_p, s, mask=mask_p)
             dbn = tl.where(zp > 0.0, m * (dm - s[None, :]), 0.0)
             if WRITE_PARTIALS:
                 acc_s += tl.sum(dbn, 1)
@@ -372,21 +403,26 @@ def _bwd_kernel(
         for p0 in range(start, end, BLOCK_P):
             offs_p = p0 + tl.arange(0, BLOCK_P)
             mask_p = offs_p < end
-            mx, inv = _softmax_stats(
-                l_base, slc, slp, w_ptr, b_ptr, mean_ptr, rstd_ptr, C, offs_p, mask_p,
-                BLOCK_C, BLOCK_P, NUM_CHUNKS,
-            )  # fmt: skip
-            s = tl.zeros([BLOCK_P], tl.float32)
-            for k in range(NUM_CHUNKS):
-                offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
-                mask_c = offs_c < C
-                mask = mask_c[:, None] & mask_p[None, :]
-                w, b, mean, rstd = _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c)
-                m, dy, dm, xhat, zp = _bwd_tile(
-                    dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask,
-                    w, b, mean, rstd, mx, inv,
+            if POS == 2:
+                mx, inv, s = _load_pos(pos_base, HW, offs_p, mask_p)
+            else:
+                mx, inv = _softmax_stats(
+                    l_base, slc, slp, w_ptr, b_ptr, mean_ptr, rstd_ptr, C, offs_p, mask_p,
+                    BLOCK_C, BLOCK_P, NUM_CHUNKS,
                 )  # fmt: skip
-                s += tl.sum(m * dm, 0)
+                s = tl.zeros([BLOCK_P], tl.float32)
+                for k in range(NUM_CHUNKS):
+                    offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
+                    mask_c = offs_c < C
+                    mask = mask_c[:, None] & mask_p[None, :]
+                    w, b, mean, rstd = _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c)
+                    m, dy, dm, xhat, zp = _bwd_tile(
+                        dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask,
+                        w, b, mean, rstd, mx, inv,
+                    )  # fmt: skip
+                    s += tl.sum(m * dm, 0)
+                if POS == 1:
+                    _store_pos(pos_base, HW, offs_p, mask_p, mx, inv, s)
             for k in range(NUM_CHUNKS):
                 offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
                 mask_c = offs_c < C
@@ -457,15 +493,18 @@ def backward(
     meta = dict(BLOCK_C=block_c, BLOCK_P=block_p, NUM_CHUNKS=chunks, num_warps=tuning().num_warps)
     grid = (split, n)
     dx_arg, dl_arg = (dx if need_x else xv), (dl if need_logits else lv)  # unwritten dummies: never empty
-    one_pass_dl = need_logits and not batch_stats
+    two_pass = need_logits and batch_stats
+    # per-position softmax max, 1/sum and s from the first pass, read by the second (scratch, fp32)
+    pos = torch.empty((n, 3, hw), device=dev, dtype=torch.float32) if two_pass else psum
     _bwd_kernel[grid](
-        gv, xv, lv, dx_arg, dl_arg, weight, bias, mean, rstd, psum, psumx, psum, psumx, *common, *strides,
-        WRITE_DX=need_x, WRITE_PARTIALS=True, WRITE_DL=one_pass_dl, CENTER=False, **meta,
+        gv, xv, lv, dx_arg, dl_arg, weight, bias, mean, rstd, psum, psumx, psum, psumx, pos, *common, *strides,
+        WRITE_DX=need_x, WRITE_PARTIALS=True, WRITE_DL=need_logits and not batch_stats, CENTER=False,
+        POS=1 if two_pass else 0, **meta,
     )  # fmt: skip
     gsum, gsumx = psum.sum(0), psumx.sum(0)
-    if need_logits and batch_stats:
+    if two_pass:
         _bwd_kernel[grid](
-            gv, xv, lv, dx_arg, dl_arg, weight, bias, mean, rstd, psum, psumx, gsum, gsumx, *common, *strides,
-            WRITE_DX=False, WRITE_PARTIALS=False, WRITE_DL=True, CENTER=True, **meta,
+            gv, xv, lv, dx_arg, dl_arg, weight, bias, mean, rstd, psum, psumx, gsum, gsumx, pos, *common, *strides,
+            WRITE_DX=False, WRITE_PARTIALS=False, WRITE_DL=True, CENTER=True, POS=2, **meta,
         )  # fmt: skip
     return dx, dl, gsumx.to(weight.dtype), gsum.to(bias.dtype)
