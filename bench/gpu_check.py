@@ -51,6 +51,8 @@ SWEEP: list[dict[str, int]] = [
     {"tile": 8192, "bwd_tile": 4096, "num_warps": 16},
     {"target_programs": 512},
     {"target_programs": 4096},
+    {"num_warps": 4},
+    {"max_block_c": 64},  # NCHW: 64-channel chunks x 64 positions (online softmax), 128-byte rows
 ]
 
 

@@ -74,10 +74,11 @@ def markdown(records: list[dict[str, Any]]) -> str:
         f"{len(records)} specializations compiled with Triton's ptxas, no GPU involved "
         f"(compiler facts, not timings). Tuning: tile {t.tile}, backward tile {t.bwd_tile or t.tile}, "
         f"max_block_c {t.max_block_c}, num_warps {t.num_warps}, target_programs {t.target_programs}.",
-        "Warps/SM: resident warps per SM allowed by registers and shared memory (64 at most).",
+        "Warps/SM: resident warps per SM allowed by registers and shared memory (64 at most). SASS: static",
+        "instruction count (loop bodies run many times).",
         "",
-        "| kernel | blocks | dtype | first case | programs | regs | spill B | shared B | ld/st vec | warps/SM |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---:|",
+        "| kernel | blocks | dtype | first case | programs | regs | spill B | shared B | ld/st vec | warps/SM | SASS |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in records:
         blocks = " ".join(f"{k}={v}" for k, v in r["constants"].items() if k.startswith(("BLOCK", "NUM_")))
@@ -89,7 +90,8 @@ def markdown(records: list[dict[str, Any]]) -> str:
             continue
         lines.append(
             f"| {r['kernel']} | {blocks} {flags} | {dtype} | {case} | {r['programs']} | {r['registers']} | "
-            f"{r['stack_bytes']} | {r['shared_bytes']} | {r['load_vector']}/{r['store_vector']} | {r['warps_per_sm']} |"
+            f"{r['stack_bytes']} | {r['shared_bytes']} | {r['load_vector']}/{r['store_vector']} | "
+            f"{r['warps_per_sm']} | {r['sass_instructions']} |"
         )
     return "\n".join(lines) + "\n"
 

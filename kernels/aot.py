@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -138,8 +139,9 @@ _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
 def resource_usage(compiled: Any) -> dict[str, int]:
-    """Registers per thread, stack and local (spill) bytes, static shared bytes of a compiled kernel,
-    plus Triton's dynamic shared memory and the widest vector load / store in its PTX (elements)."""
+    """Registers per thread, stack and local (spill) bytes, static shared bytes and SASS instruction
+    count of a compiled kernel, plus Triton's dynamic shared memory and the widest vector load / store
+    in its PTX (elements)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(compiled.asm["cubin"])
         f.flush()
@@ -149,16 +151,35 @@ def resource_usage(compiled: Any) -> dict[str, int]:
     if m is None:
         raise RuntimeError(f"cuobjdump -res-usage printed no resource line:\n{out.stdout}{out.stderr}")
     regs, stack, shared, local = (int(v) for v in m.groups())
+    instructions = sass_instructions(compiled.asm["cubin"])
     ptx = compiled.asm["ptx"]
     return {
         "registers": regs,
         "stack_bytes": stack,
         "local_bytes": local,
+        "sass_instructions": instructions,  # static count: loops run their bodies many times
         "static_shared_bytes": shared,
         "shared_bytes": int(compiled.metadata.shared),
         "load_vector": max((int(v) for v in re.findall(r"ld\.global[.\w]*\.v(\d)", ptx)), default=1),
         "store_vector": max((int(v) for v in re.findall(r"st\.global[.\w]*\.v(\d)", ptx)), default=1),
     }
+
+
+def sass_instructions(cubin: bytes) -> int:
+    """Static SASS instruction count: the size of the cubin's .text sections over 16 bytes (every
+    instruction is 128 bits wide since Volta). Read from the ELF section headers, no tool needed."""
+    if cubin[:4] != b"\x7fELF" or cubin[4] != 2:
+        raise ValueError("not a 64-bit ELF cubin")
+    (shoff,) = struct.unpack_from("<Q", cubin, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", cubin, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", cubin, shoff + i * shentsize) for i in range(shnum)]
+    names_at = headers[shstrndx][4]
+
+    def name(h: tuple) -> bytes:
+        start = names_at + h[0]
+        return cubin[start : cubin.index(b"\0", start)]
+
+    return sum(h[5] for h in headers if name(h).startswith(b".text.")) // 16
 
 
 def occupancy(registers: int, shared_bytes: int, num_warps: int) -> int:
