@@ -297,6 +297,22 @@ def _bwd_tile(
 
 
 @triton.jit
+def _bwd_chunk(
+    k, dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, w_ptr, b_ptr, mean_ptr, rstd_ptr,
+    C, offs_p, mask_p, mx, inv, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Channel chunk k of the chunked backward: its offsets and masks, gain w * rstd, and _bwd_tile."""
+    offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    mask = mask_c[:, None] & mask_p[None, :]
+    w, b, mean, rstd = _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c)
+    m, dy, dm, xhat, zp = _bwd_tile(
+        dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd, mx, inv
+    )
+    return offs_c, mask_c, mask, w * rstd, m, dy, dm, xhat, zp
+
+
+@triton.jit
 def _store_pos(pos_base, HW, offs_p, mask_p, mx, inv, s):
     tl.store(pos_base + offs_p, mx, mask=mask_p)
     tl.store(pos_base + HW + offs_p, inv, mask=mask_p)
@@ -412,25 +428,17 @@ def _bwd_kernel(
                 )  # fmt: skip
                 s = tl.zeros([BLOCK_P], tl.float32)
                 for k in range(NUM_CHUNKS):
-                    offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
-                    mask_c = offs_c < C
-                    mask = mask_c[:, None] & mask_p[None, :]
-                    w, b, mean, rstd = _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c)
-                    m, dy, dm, xhat, zp = _bwd_tile(
-                        dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask,
-                        w, b, mean, rstd, mx, inv,
+                    _, _, _, _, m, _, dm, _, _ = _bwd_chunk(
+                        k, dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, w_ptr, b_ptr, mean_ptr, rstd_ptr,
+                        C, offs_p, mask_p, mx, inv, BLOCK_C,
                     )  # fmt: skip
                     s += tl.sum(m * dm, 0)
                 if POS == 1:
                     _store_pos(pos_base, HW, offs_p, mask_p, mx, inv, s)
             for k in range(NUM_CHUNKS):
-                offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
-                mask_c = offs_c < C
-                mask = mask_c[:, None] & mask_p[None, :]
-                w, b, mean, rstd = _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c)
-                m, dy, dm, xhat, zp = _bwd_tile(
-                    dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask,
-                    w, b, mean, rstd, mx, inv,
+                offs_c, mask_c, mask, gain, m, dy, dm, xhat, zp = _bwd_chunk(
+                    k, dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, w_ptr, b_ptr, mean_ptr, rstd_ptr,
+                    C, offs_p, mask_p, mx, inv, BLOCK_C,
                 )  # fmt: skip
                 if WRITE_DX:
                     tl.store(
@@ -445,7 +453,6 @@ def _bwd_kernel(
                     tl.store(psum_ptr + row * C + offs_c, ps + tl.sum(dbn, 1), mask=mask_c)
                     tl.store(psumx_ptr + row * C + offs_c, psx + tl.sum(dbn * xhat, 1), mask=mask_c)
                 if WRITE_DL:
-                    gain = w * rstd
                     if CENTER:
                         gs = tl.load(gsum_ptr + offs_c, mask=mask_c, other=0.0) * inv_total
                         gsx = tl.load(gsumx_ptr + offs_c, mask=mask_c, other=0.0) * inv_total
