@@ -53,6 +53,9 @@ SWEEP: list[dict[str, int]] = [
     {"target_programs": 4096},
     {"num_warps": 4},
     {"max_block_c": 64},  # NCHW: 64-channel chunks x 64 positions (online softmax), 128-byte rows
+    # fewest SASS instructions per element at the headline shape offline (33 fwd, 71 + 39 bwd), but its
+    # backward spills at 1024@14: run bench/sm90_compile.py --check before making it a default
+    {"tile": 8192, "bwd_num_warps": 4},
 ]
 
 

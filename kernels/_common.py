@@ -35,6 +35,7 @@ class Tuning:
     target_programs: int  # split reductions until about this many programs run
     num_warps: int
     bwd_tile: int = 0  # attention_residual backward tile (0: same as tile); it keeps ~10 tiles live
+    bwd_num_warps: int = 0  # attention_residual backward warps per program (0: same as num_warps)
 
 
 TUNING_ENV = "DDAKERN_TRITON_TUNING"

@@ -218,9 +218,7 @@ def _fwd_kernel(
         m = e * inv[None, :]
         xv = tl.load(x_base + offs_c[:, None] * sxc + offs_p[None, :] * sxp, mask=mask, other=0.0)
         out = xv.to(tl.float32) * (1.0 + m)
-        tl.store(
-            o_base + offs_c[:, None] * soc + offs_p[None, :] * sop, out.to(o_ptr.dtype.element_ty), mask=mask
-        )
+        tl.store(o_base + offs_c[:, None] * soc + offs_p[None, :] * sop, out.to(o_ptr.dtype.element_ty), mask=mask)
     else:
         mx, inv = _softmax_stats(
             l_base,
@@ -285,9 +283,7 @@ def forward(
 
 
 @triton.jit
-def _bwd_tile(
-    dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd, mx, inv
-):
+def _bwd_tile(dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd, mx, inv):
     """Recompute one tile: returns (m, dy, dy * x, xhat, zp) in fp32."""
     xhat, zp = _bn(l_base, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd)
     m = tl.where(mask, tl.exp(tl.maximum(zp, 0.0) - mx[None, :]), 0.0) * inv[None, :]
@@ -497,7 +493,9 @@ def backward(
     psumx = torch.zeros((rows, c), device=dev, dtype=torch.float32)
     common = (c, hw, rng, split, 1.0 / (n * hw))
     strides = (sdn, sdc, sdp, sxn, sxc, sxp, sln, slc, slp, sgn, sgc, sgp, son, soc, sop)
-    meta = dict(BLOCK_C=block_c, BLOCK_P=block_p, NUM_CHUNKS=chunks, num_warps=tuning().num_warps)
+    meta = dict(
+        BLOCK_C=block_c, BLOCK_P=block_p, NUM_CHUNKS=chunks, num_warps=tuning().bwd_num_warps or tuning().num_warps
+    )
     grid = (split, n)
     dx_arg, dl_arg = (dx if need_x else xv), (dl if need_logits else lv)  # unwritten dummies: never empty
     two_pass = need_logits and batch_stats

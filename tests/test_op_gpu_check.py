@@ -47,7 +47,7 @@ def test_dry_run_writes_results(tmp_path):
     # the headline case (ResNet-50 stage 1, bf16) runs first, then the tuning sweep and the target verdicts
     head = report["results"][0]
     assert (head["op"], head["shape"], head["dtype"]) == ("attention_residual", "8@6", "bf16")
-    assert len(report["sweep"]) == 10 and all(r["ok"] and r["fwd_bwd_ms"] > 0 for r in report["sweep"])
+    assert len(report["sweep"]) == 11 and all(r["ok"] and r["fwd_bwd_ms"] > 0 for r in report["sweep"])
     assert report["sweep"][0]["config"] == {} and {"tile": 8192} in [r["config"] for r in report["sweep"]]
     verdict = report["targets"]
     assert verdict["default"]["vs_eager"] > 0 and verdict["default"]["vs_compiled"] is None  # no compile in dry run
