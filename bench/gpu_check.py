@@ -27,14 +27,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.benchutil import RESNET34_STAGES, RESNET50_STAGES  # noqa: E402
+from bench.report import atomic_write_text as atomic_write  # noqa: E402
 from ddakern import functional as DF  # noqa: E402
 from ddakern.dispatch import use_kernels  # noqa: E402
 from ddakern.ops import reference  # noqa: E402
 
-HOSTS = {
-    "resnet34": [(64, 56), (128, 28), (256, 14), (512, 7)],
-    "resnet50": [(256, 56), (512, 28), (1024, 14), (2048, 7)],
-}
+HOSTS = {"resnet34": list(RESNET34_STAGES), "resnet50": list(RESNET50_STAGES)}
 DRY_HOSTS = {"resnet34": [(4, 6), (8, 3)], "resnet50": [(8, 6), (16, 3)]}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OPS = ("attention_residual", "channel_attention")
@@ -73,14 +72,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rep-ms", type=int, default=60, help="do_bench measurement time per timing (ms)")
     p.add_argument("--deadline-s", type=float, default=330.0, help="skip remaining timings after this many s")
     return p.parse_args(argv)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write text to path via a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def bench_ms(fn: Callable[[], Any], device: torch.device, rep_ms: int, grads: list[torch.Tensor]) -> float:
@@ -159,17 +150,33 @@ def grads_of(case: Case, fn: Callable[..., torch.Tensor], dtype: torch.dtype | N
     return [out.detach()] + [t.grad for t in leaves]
 
 
-def check(case: Case, backend: str) -> dict[str, Any]:
-    """Errors of fused and reference (in the case dtype) against a float64 reference."""
+Grads = list[torch.Tensor]
+
+
+def _keeping_running_stats(case: Case, fn: Callable[[], Any]) -> Any:
+    """fn() with the case's running statistics restored afterwards, so every run starts alike."""
     rm, rv = (case.rm.clone(), case.rv.clone()) if case.op == "attention_residual" else (None, None)
-    with use_kernels(backend):
-        fused = grads_of(case, case.fused())
-    with use_kernels("reference"):
-        ref = grads_of(case, case.ref())
-        ref64 = grads_of(case, case.ref(), torch.float64)
+    out = fn()
     if rm is not None:
         case.rm.copy_(rm)
         case.rv.copy_(rv)
+    return out
+
+
+def references(case: Case) -> tuple[Grads, Grads]:
+    """Output and gradients of the reference in the case dtype and in float64."""
+    with use_kernels("reference"):
+        return _keeping_running_stats(
+            case, lambda: (grads_of(case, case.ref()), grads_of(case, case.ref(), torch.float64))
+        )
+
+
+def check(case: Case, backend: str, refs: tuple[Grads, Grads] | None = None) -> dict[str, Any]:
+    """Errors of fused and reference (in the case dtype) against a float64 reference; refs, when given,
+    are the case's `references` (computed once for the sweep's many budgets)."""
+    with use_kernels(backend):
+        fused = _keeping_running_stats(case, lambda: grads_of(case, case.fused()))
+    ref, ref64 = refs if refs is not None else references(case)
     names = ["out", "dx", "dlogits"] + (["dweight", "dbias"] if case.op == "attention_residual" else ["dscale"])
     errs = {}
     ok = True
@@ -225,6 +232,7 @@ def sweep(case: Case, backend: str, device: torch.device, args: argparse.Namespa
     """Correctness and fused timings of the headline case under each block-size budget of SWEEP."""
     from kernels._common import tuned
 
+    refs = references(case)
     out = []
     for cfg in SWEEP:
         if time.monotonic() > args.deadline:
@@ -232,7 +240,7 @@ def sweep(case: Case, backend: str, device: torch.device, args: argparse.Namespa
             continue
         try:
             with tuned(**cfg):
-                chk = check(case, backend)
+                chk = check(case, backend, refs)
                 timing = time_case(case, backend, device, args, None)
         except Exception as exc:  # one bad budget must not lose the others
             out.append({"config": cfg, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
@@ -377,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.compile and is_headline:  # static shapes: the strongest torch.compile baseline
             compiled = torch.compile(case.ref(), dynamic=False)
         elif args.compile:  # one dynamic-shape compile per op keeps the recompiles within the time box
-            compiled = dynamic_compiled.setdefault(op, torch.compile(case.ref(), dynamic=True))
+            if op not in dynamic_compiled:
+                dynamic_compiled[op] = torch.compile(case.ref(), dynamic=True)
+            compiled = dynamic_compiled[op]
         timing = time_case(case, backend, device, args, compiled)
         result = {"op": op, "host": host, "shape": f"{c}@{s}", "dtype": dname, "check": chk, "timing": timing}
         if compiled is not None:

@@ -189,6 +189,11 @@ def atomic_write_bytes(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text (UTF-8) through a temporary file in the same folder and os.replace."""
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, help="pytest-benchmark --benchmark-json output")
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = with_ratios(rows)
     text = (f"# {args.title}\n\n" if args.title else "") + markdown(machine, rows, args.heading)
     if args.markdown:
-        atomic_write_bytes(args.markdown, lambda f: f.write(text.encode()))
+        atomic_write_text(args.markdown, text)
     else:
         print(text)
     if args.png:

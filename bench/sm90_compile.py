@@ -24,6 +24,8 @@ from typing import Any
 os.environ.pop("TRITON_INTERPRET", None)  # interpreted kernels cannot be compiled
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.benchutil import RESNET34_STAGES, RESNET50_STAGES  # noqa: E402
+from bench.report import atomic_write_text as atomic_write  # noqa: E402
 from kernels import aot  # noqa: E402
 from kernels._common import tuning  # noqa: E402
 
@@ -96,16 +98,9 @@ def markdown(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cases = quick_cases() if args.quick else aot.dda_cases()
+    cases = quick_cases() if args.quick else aot.dda_cases([*RESNET34_STAGES, *RESNET50_STAGES])
     t0 = time.perf_counter()
     records = aot.collect(cases)
     seconds = time.perf_counter() - t0

@@ -227,11 +227,6 @@ def launch_channel_attention(
     k.backward(grad, x, logits, s, residual, True)
 
 
-# ResNet-34 / ResNet-50 stage outputs (channels, side) at 224 px input: the shapes DDA runs at
-DDA_SHAPES: dict[str, list[tuple[int, int]]] = {
-    "resnet34": [(64, 56), (128, 28), (256, 14), (512, 7)],
-    "resnet50": [(256, 56), (512, 28), (1024, 14), (2048, 7)],
-}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -262,9 +257,11 @@ class Case:
 CA_VARIANTS = ("plain", "scale", "residual", "scale+residual")
 
 
-def dda_cases(batch: int = 48, dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")) -> list[Case]:
-    """Every launcher call DDA makes at the ResNet-34 / ResNet-50 stage shapes."""
-    shapes = sorted({(batch, c, s, s) for stages in DDA_SHAPES.values() for c, s in stages})
+def dda_cases(
+    stages: list[tuple[int, int]], batch: int = 48, dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")
+) -> list[Case]:
+    """Every launcher call DDA makes at the given (channels, side) stage outputs."""
+    shapes = sorted({(batch, c, s, s) for c, s in stages})
     out = []
     for shape in shapes:
         for dt in dtypes:
