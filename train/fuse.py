@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ddakern.fusion import METHODS, create_fusion
+from ddakern.ensemble import METHODS, create_ensemble
 from ddakern.models import list_models
 from train import checkpoint as ckpt_io
 from train.config import ConfigError, parse_cli, resolve
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ddakern.use_kernels(cfg.kernels)
         members = [ckpt_io.build_model(c, fused_kernels=cfg.fused_kernels).to(env.device) for c in ckpts]
-        fused = create_fusion(args.method, *members, len(names), **fusion_options(args)).to(env.device)
+        fused = create_ensemble(args.method, *members, len(names), **fusion_options(args)).to(env.device)
         loaders = make_loaders(cfg, env, splits)
         meta = {"method": args.method, "members": [str(p) for p in args.members], "options": fusion_options(args)}
         if env.is_main:

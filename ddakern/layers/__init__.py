@@ -4,7 +4,7 @@ from ddakern.layers.blocks import ConvBN, UpBlock, Upsampler
 from ddakern.layers.channel_attention import ChannelAttention
 from ddakern.layers.context_path import ContextPath
 from ddakern.layers.dda import DDA
-from ddakern.layers.fusion import DualDomainFusion
+from ddakern.layers.dual_domain_fusion import DualDomainFusion
 from ddakern.layers.mask_head import MaskHead
 
 __all__ = [

@@ -9,7 +9,7 @@ from torch import nn
 from ddakern.layers.blocks import ConvBN, Size2, Upsampler
 from ddakern.layers.channel_attention import ChannelAttention
 from ddakern.layers.context_path import ContextPath
-from ddakern.layers.fusion import DualDomainFusion
+from ddakern.layers.dual_domain_fusion import DualDomainFusion
 from ddakern.layers.mask_head import MaskHead
 
 CONTEXT_P1, CONTEXT_P2 = 256, 512

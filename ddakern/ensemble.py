@@ -1,4 +1,4 @@
-"""Two-model fusion: late, early, joint and fusion attention over two trained FER models.
+"""Two-model ensembles ("fusion" in the FER literature): late, early, joint and fusion attention.
 
 Members are any models with `forward_features(x) -> N x F` and `num_features` (every registry
 model), of different widths too. Every fusion module returns log-probabilities or logits
@@ -155,7 +155,7 @@ class FusionAttention(FusionBase):
         return self.head(t.flatten(1))
 
 
-def create_fusion(
+def create_ensemble(
     method: str, member1: nn.Module, member2: nn.Module, num_classes: int, **options: object
 ) -> FusionBase:
     """Build a fusion module: "late", "early", "joint" or "attention" (see the classes' options)."""
@@ -176,6 +176,6 @@ __all__ = [
     "FusionAttention",
     "LateFusion",
     "LocalAttention",
-    "create_fusion",
+    "create_ensemble",
     "freeze",
 ]

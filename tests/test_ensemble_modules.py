@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ddakern.fusion import create_fusion
+from ddakern.ensemble import create_ensemble
 from ddakern.models import create
 
 
@@ -13,7 +13,7 @@ def members():
 
 def test_late_fusion_is_the_mean_of_member_softmax():
     m1, m2 = members()
-    fused = create_fusion("late", m1, m2, 7).eval()
+    fused = create_ensemble("late", m1, m2, 7).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = (torch.softmax(m1(x), 1) + torch.softmax(m2(x), 1)) / 2
@@ -24,7 +24,7 @@ def test_late_fusion_is_the_mean_of_member_softmax():
 def test_training_updates_only_what_the_method_trains(method):
     m1, m2 = members()
     opts = {"learned_weights": True} if method == "late" else {}
-    fused = create_fusion(method, m1, m2, 7, **opts).train()
+    fused = create_ensemble(method, m1, m2, 7, **opts).train()
     before = {k: v.clone() for k, v in fused.state_dict().items()}
     params = [p for p in fused.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.1)
@@ -48,6 +48,6 @@ def test_training_updates_only_what_the_method_trains(method):
 def test_unknown_method_and_bad_sizes_are_clear():
     m1, m2 = members()
     with pytest.raises(ValueError, match="unknown fusion method 'mid'; choose one of late, early"):
-        create_fusion("mid", m1, m2, 7)
+        create_ensemble("mid", m1, m2, 7)
     with pytest.raises(ValueError, match="must split into"):
-        create_fusion("attention", m1, m2, 7, dim=100)
+        create_ensemble("attention", m1, m2, 7, dim=100)

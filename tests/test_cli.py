@@ -1,0 +1,26 @@
+"""`python -m ddakern`: the command dispatcher, run as a user runs it."""
+
+import subprocess
+import sys
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ddakern", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_commands():
+    r = run("--help")
+    assert r.returncode == 0
+    assert "check" in r.stdout
+
+
+def test_unknown_command_is_one_line():
+    r = run("nonsense")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["error: unknown command 'nonsense' (commands: " + r.stderr.split("(commands: ")[1].strip()]
+
+
+def test_check_runs_a_step():
+    r = run("check", "--model", "resnet18_dda", "--image-size", "32", "--batch-size", "2")
+    assert r.returncode == 0, r.stderr
+    assert "parameter tensors got gradients" in r.stdout
