@@ -17,7 +17,8 @@ def test_help_lists_commands():
 def test_unknown_command_is_one_line():
     r = run("nonsense")
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["error: unknown command 'nonsense' (commands: " + r.stderr.split("(commands: ")[1].strip()]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown command 'nonsense' (commands: check")
 
 
 def test_check_runs_a_step():
