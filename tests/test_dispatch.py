@@ -12,37 +12,37 @@ from torch import nn
 
 from ddakern import dispatch
 from ddakern import functional as DF
-from ddakern.dispatch import current_mode, use_kernels
+from ddakern.dispatch import current_mode, use_kernels, use_ops_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_use_kernels_global_and_context_manager():
     assert current_mode() == "auto"
-    with use_kernels("reference"):
+    with use_ops_backend("reference"):
         assert current_mode() == "reference"
-        with use_kernels("torch"):
+        with use_ops_backend("torch"):
             assert current_mode() == "torch"
         assert current_mode() == "reference"
     assert current_mode() == "auto"
-    use_kernels("torch")
+    use_ops_backend("torch")
     try:
         assert current_mode() == "torch"
     finally:
-        use_kernels("auto")
+        use_ops_backend("auto")
     assert current_mode() == "auto"
 
 
 def test_context_manager_restores_after_error():
     with pytest.raises(RuntimeError, match="boom"):
-        with use_kernels("triton"):
+        with use_ops_backend("triton"):
             raise RuntimeError("boom")
     assert current_mode() == "auto"
 
 
 def test_invalid_mode():
     with pytest.raises(ValueError, match="mode must be one of"):
-        use_kernels("cuda")
+        use_ops_backend("cuda")
     assert current_mode() == "auto"
 
 
@@ -52,9 +52,9 @@ def test_backend_resolution_on_cpu(monkeypatch):
     if torch.cuda.is_available() and dispatch.triton_available():
         assert dispatch.backend_for(x.cuda()) == "triton"
         assert dispatch.backend_for(x.cuda().double()) == "torch"
-    with use_kernels("reference"):
+    with use_ops_backend("reference"):
         assert dispatch.backend_for(x) == "reference"
-    with use_kernels("triton"):
+    with use_ops_backend("triton"):
         if dispatch.triton_interpreting():  # conftest sets TRITON_INTERPRET=1 when there is no GPU
             assert dispatch.backend_for(x) == "triton"
             with pytest.raises(TypeError, match="float64"):
@@ -78,9 +78,9 @@ def test_modes_build_different_graphs():
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     w, b = torch.ones(3, requires_grad=True), torch.zeros(3, requires_grad=True)
-    with use_kernels("reference"):
+    with use_ops_backend("reference"):
         ref = DF.attention_residual(x, logits, w, b, None, None, True)
-    with use_kernels("torch"):
+    with use_ops_backend("torch"):
         fused = DF.attention_residual(x, logits, w, b, None, None, True)
     assert "SoftmaxBackward0" in _grad_fn_names(ref)
     assert "SoftmaxBackward0" not in _grad_fn_names(fused)
@@ -147,7 +147,7 @@ def test_compile_fullgraph_and_export_torch_backend():
     eager, compiled = _TwoOps(c), _TwoOps(c)
     compiled.load_state_dict(eager.state_dict())
     fn = torch.compile(compiled, fullgraph=True, backend="inductor")
-    with use_kernels("torch"):
+    with use_ops_backend("torch"):
         results = []
         for model in (eager, fn):
             ins = _clone_inputs(inputs)
@@ -168,3 +168,12 @@ def test_compile_fullgraph_and_export_torch_backend():
         want = eager(*inputs)
         torch.testing.assert_close(got, want)
         assert not torch.equal(eager.bn.running_mean, rm_before)
+
+
+def test_use_kernels_is_an_alias_of_use_ops_backend():
+    import ddakern
+
+    assert use_kernels is use_ops_backend and ddakern.use_kernels is ddakern.use_ops_backend
+    with ddakern.use_kernels("reference"):
+        assert current_mode() == "reference"
+    assert current_mode() == "auto"

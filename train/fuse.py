@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.fused_kernels:
             import ddakern
 
-            ddakern.use_kernels(cfg.kernels)
+            ddakern.use_ops_backend(cfg.kernels)
         members = [ckpt_io.build_model(c, fused_kernels=cfg.fused_kernels).to(env.device) for c in ckpts]
         fused = create_ensemble(args.method, *members, len(names), **fusion_options(args)).to(env.device)
         loaders = make_loaders(cfg, env, splits)

@@ -75,7 +75,7 @@ def build_net(cfg: Config, num_classes: int, device: torch.device) -> torch.nn.M
     if cfg.fused_kernels:
         import ddakern
 
-        ddakern.use_kernels(cfg.kernels)
+        ddakern.use_ops_backend(cfg.kernels)
     kwargs = cfg.dda_options if cfg.model.endswith("_dda") else {}
     net = create(
         cfg.model,
@@ -83,7 +83,7 @@ def build_net(cfg: Config, num_classes: int, device: torch.device) -> torch.nn.M
         pretrained=cfg.pretrained,
         dda_stages=cfg.dda_stages,
         dropout=cfg.dropout,
-        fused_kernels=cfg.fused_kernels,
+        fused_ops=cfg.fused_kernels,
         **kwargs,
     )
     return net.to(device)
