@@ -177,3 +177,47 @@ def test_use_kernels_is_an_alias_of_use_ops_backend():
     with ddakern.use_kernels("reference"):
         assert current_mode() == "reference"
     assert current_mode() == "auto"
+
+
+# triton: a None entry in sys.modules (torch probes it with find_spec, which must not raise);
+# DALI: a meta_path finder that refuses nvidia.dali*
+_BLOCKER = (
+    "import sys\n"
+    "sys.modules['triton'] = None\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.startswith('nvidia.dali'):\n"
+    "            raise ImportError(f'blocked: {name}')\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+_FORWARD = (
+    "import torch, ddakern\n"
+    "m = ddakern.models.create('resnet18_dda', width=16, fused_ops=True).train()\n"
+    "y = m(torch.randn(2, 3, 32, 32)); y.sum().backward()\n"
+    "assert y.shape == (2, 7) and bool(torch.isfinite(y).all())\n"
+)
+_NOTHING_BLOCKED_LOADED = (
+    "loaded = {k for k, v in sys.modules.items() if v is not None}\n"
+    "assert not any(k.startswith(('triton', 'nvidia.dali', 'ddakern.kernels')) for k in loaded), sorted(loaded)\n"
+)
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True, text=True, timeout=300)
+
+
+def test_import_and_forward_with_triton_and_dali_blocked():
+    """`import ddakern` + a fused model's training step on CPU import neither triton, DALI nor the kernels."""
+    res = _python(_BLOCKER + _FORWARD + _NOTHING_BLOCKED_LOADED)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_malformed_tuning_breaks_only_triton_launches():
+    """A bad DDAKERN_TRITON_TUNING leaves import and the torch backend alone; a Triton launch names the entry."""
+    res = _python("import sys\n" + _FORWARD, DDAKERN_TRITON_TUNING="tile=big")
+    assert res.returncode == 0, res.stderr[-2000:]
+    # what every launcher calls first (the interpreter's default budget ignores the variable)
+    launch = "from ddakern.ops._common import triton_kernels\ntriton_kernels('_common').tuning()\n"
+    bad = _python(launch, DDAKERN_TRITON_TUNING="tile=big")
+    assert bad.returncode != 0 and "DDAKERN_TRITON_TUNING: bad entry 'tile=big'" in bad.stderr
