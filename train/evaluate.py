@@ -122,3 +122,11 @@ def evaluate_tta(
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     return _reduce(loss_sum, confusion.view(num_classes, num_classes), env, seconds, device)
+
+
+def evaluate_all(
+    model: nn.Module, loaders: dict[str, Any], tta: bool, **kw: Any
+) -> tuple[EvalResult, EvalResult | None]:
+    """(plain test result, TTA test result or None without --tta) from the "test" and "tta" loaders."""
+    test = evaluate(model, loaders["test"], **kw)
+    return test, (evaluate_tta(model, loaders["tta"], **kw) if tta else None)
