@@ -208,7 +208,7 @@ def build_model(ckpt: dict[str, Any] | str | os.PathLike, *, fused_ops: bool = F
         num_classes=ckpt["num_classes"],
         dda_stages=tuple(ckpt["dda_stages"]),
         dropout=ckpt.get("dropout", 0.4),
-        fused_kernels=fused_ops,
+        fused_ops=fused_ops,
         **kwargs,
     )
     model.load_state_dict(ckpt["model"])

@@ -71,7 +71,7 @@ def enable_fused_ops(cfg: Config) -> None:
     if cfg.fused_ops:
         import ddakern
 
-        ddakern.use_kernels(cfg.ops_backend)
+        ddakern.use_ops_backend(cfg.ops_backend)
 
 
 def out_dir(cfg: Config, env: DistEnv, stem: str) -> Path:

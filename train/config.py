@@ -135,7 +135,7 @@ class Config:
     ops_backend: str = _opt(
         "auto",
         "model",
-        "fused-op backend, ddakern.use_kernels (old name: --kernels)",
+        "fused-op backend, ddakern.use_ops_backend (old name: --kernels)",
         choices=_BACKENDS,
         aliases=("--kernels",),
     )

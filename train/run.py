@@ -60,7 +60,7 @@ def build_net(cfg: Config, num_classes: int, device: torch.device) -> torch.nn.M
         pretrained=cfg.pretrained,
         dda_stages=cfg.dda_stages,
         dropout=cfg.dropout,
-        fused_kernels=cfg.fused_ops,
+        fused_ops=cfg.fused_ops,
         **kwargs,
     )
     return net.to(device)
