@@ -68,9 +68,7 @@ def attention_residual(
         raise ValueError(f"{op}: give both running_mean and running_var or neither")
     batch_stats = bool(training) or running_mean is None
     if batch_stats and x.numel() // c < 2:
-        raise ValueError(
-            f"{op}: batch statistics need more than 1 value per channel, got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{op}: batch statistics need more than 1 value per channel, got shape {tuple(x.shape)}")
     backend = backend_for(x)
     if backend == "reference":
         return reference.attention_residual(
@@ -83,14 +81,10 @@ def attention_residual(
     mean, rstd = torch.ops.ddakern.bn_stats(
         logits.detach(), running_mean, running_var, batch_stats, float(momentum), float(eps), backend
     )
-    return torch.ops.ddakern.attention_residual(
-        x, logits, bn_weight, bn_bias, mean, rstd, batch_stats, backend
-    )
+    return torch.ops.ddakern.attention_residual(x, logits, bn_weight, bn_bias, mean, rstd, batch_stats, backend)
 
 
-def channel_attention(
-    x: Tensor, logits: Tensor, scale: Tensor | None = None, residual: bool = False
-) -> Tensor:
+def channel_attention(x: Tensor, logits: Tensor, scale: Tensor | None = None, residual: bool = False) -> Tensor:
     """x * softmax_c(logits) [* scale] [+ x]; logits and scale are N x C or N x C x 1 x 1."""
     op = "channel_attention"
     x = _check_x(x, op)

@@ -114,9 +114,7 @@ def attention_residual_backward(
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dx, dlogits, dweight, dbias); dx / dlogits are empty tensors when not needed."""
-    return _ar_impl(backend).backward(
-        grad, x, logits, weight, bias, mean, rstd, batch_stats, need_x, need_logits
-    )
+    return _ar_impl(backend).backward(grad, x, logits, weight, bias, mean, rstd, batch_stats, need_x, need_logits)
 
 
 @attention_residual_backward.register_fake
@@ -158,9 +156,7 @@ attention_residual.register_autograd(_ar_backward, setup_context=_ar_setup)
 
 
 @torch.library.custom_op("ddakern::channel_attention", mutates_args=())
-def channel_attention(
-    x: Tensor, logits: Tensor, scale: Tensor | None, residual: bool, backend: str
-) -> Tensor:
+def channel_attention(x: Tensor, logits: Tensor, scale: Tensor | None, residual: bool, backend: str) -> Tensor:
     """x * softmax_c(logits) [* scale] [+ x] with logits and scale N x C."""
     return _ca_impl(backend).forward(x, logits, scale, residual)
 

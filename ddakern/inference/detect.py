@@ -54,6 +54,7 @@ class HaarDetector:
         scale_factor: float = 1.1,
         min_neighbors: int = 5,
         min_size_fraction: float = 0.04,
+        min_score: float = 2.0,
     ) -> None:
         cv2 = _cv2()
         folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
@@ -67,6 +68,7 @@ class HaarDetector:
         if self.classifier.empty():
             raise DetectorError(f"{path}: OpenCV cannot read this cascade file")
         self.scale_factor, self.min_neighbors, self.min_size_fraction = scale_factor, min_neighbors, min_size_fraction
+        self.min_score = min_score  # level weight below which a detection is dropped (small false positives)
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
         cv2 = _cv2()
@@ -79,7 +81,7 @@ class HaarDetector:
             Detection((int(x), int(y), int(x + w), int(y + h)), float(s))
             for (x, y, w, h), s in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1))
         ]
-        return sorted(found, key=lambda d: (d.box[0], d.box[1]))
+        return sorted((d for d in found if d.score >= self.min_score), key=lambda d: (d.box[0], d.box[1]))
 
 
 class YuNetDetector:

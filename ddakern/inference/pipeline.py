@@ -179,11 +179,12 @@ def run_video(pred: Predictor, source: Source, writer: ResultWriter, opts: Optio
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     out = VideoOut(opts.out / "annotated" / output_name(source, set(), ".mp4"), fps, size) if opts.annotate else None
-    st, buffer, started = VideoState(opts, out), [], time.perf_counter()
+    st, buffer, started, read = VideoState(opts, out), [], time.perf_counter(), 0
     bar = tqdm(total=n, unit="frame", desc=source.path.name, disable=not opts.progress, file=sys.stderr)
     for item in frames(capture, opts.every, opts.max_frames):
         buffer.append(item)
         totals.frames += 1
+        read += 1
         if sum(p for _, _, p in buffer) >= pred.batch_size or len(buffer) >= 256:
             _flush(pred, writer, opts, source.name, buffer, st)
         bar.update(1)
@@ -195,8 +196,8 @@ def run_video(pred: Predictor, source: Source, writer: ResultWriter, opts: Optio
     secs = time.perf_counter() - started
     totals.faces += st.faces
     say(
-        f"{source.name}: {st.processed} of {bar.n} frames processed (every {opts.every}), {st.faces} faces, "
-        f"{st.processed / max(secs, 1e-9):.1f} processed frames/s, {bar.n / max(secs, 1e-9):.1f} frames/s read"
+        f"{source.name}: {st.processed} of {read} frames processed (every {opts.every}), {st.faces} faces, "
+        f"{st.processed / max(secs, 1e-9):.1f} processed frames/s, {read / max(secs, 1e-9):.1f} frames/s read"
     )
 
 

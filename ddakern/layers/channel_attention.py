@@ -28,8 +28,6 @@ class ChannelAttention(nn.Module):
         if self.fused:
             from ddakern.functional import channel_attention
 
-            return channel_attention(
-                x, logits.to(x.dtype), scale=None if scale is None else scale.to(x.dtype)
-            )
+            return channel_attention(x, logits.to(x.dtype), scale=None if scale is None else scale.to(x.dtype))
         out = torch.mul(x, torch.softmax(logits, dim=1))
         return out if scale is None else torch.mul(out, scale)

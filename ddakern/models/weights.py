@@ -112,9 +112,7 @@ def load_host_weights(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     bad = [k for k in host if tuple(host[k].shape) != tuple(own[k].shape)]
     if bad:
         k = bad[0]
-        raise WeightsError(
-            f"{source}: {k} has shape {tuple(host[k].shape)}, the model needs {tuple(own[k].shape)}"
-        )
+        raise WeightsError(f"{source}: {k} has shape {tuple(host[k].shape)}, the model needs {tuple(own[k].shape)}")
     model.load_state_dict(host, strict=False)
 
 
