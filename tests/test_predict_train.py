@@ -27,8 +27,8 @@ def test_predict_reproduces_train_run_test_accuracy(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     data, run = tmp_path / "data", tmp_path / "run"
     train = [sys.executable, "-m", "train.run", "--fused-kernels", "--data-root", str(data), "--out", str(run)]
-    train += ["--epochs", "2", "--image-size", "32", "--batch-size", "16", "--no-tta", "--no-progress"]
-    train += ["--synthetic-train", "224", "--synthetic-val", "28", "--synthetic-test", "70"]
+    train += ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--no-tta", "--no-progress"]
+    train += ["--synthetic-train", "112", "--synthetic-val", "28", "--synthetic-test", "70"]
     r = subprocess.run(train, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     summary = json.loads((run / "summary.json").read_text())
