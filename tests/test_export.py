@@ -1,5 +1,5 @@
 """Export round trips: ONNX Runtime, TorchScript and torch.export vs PyTorch (and the fused-ops model) for
-sizes (dynamic batch), through `python -m ddakern export`, and `predict --backend onnxruntime`."""
+resnet18_dda at two sizes (dynamic batch), through `python -m ddakern export`, and `predict --backend onnxruntime`."""
 
 from __future__ import annotations
 
