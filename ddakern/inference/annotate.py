@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddakern.inference.files import publish
 from ddakern.inference.predictor import ImageResult
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -83,7 +84,7 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
     try:
         if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
             raise OSError(f"{path}: OpenCV could not write this image")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -21,6 +21,7 @@ from torch import nn
 
 from ddakern.inference.backends import SPEC_KEY
 from ddakern.inference.checkpoint import ModelSpec
+from ddakern.inference.files import publish
 
 FORMATS = {
     "onnx": ".onnx",
@@ -37,7 +38,7 @@ def _atomic(path: Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path

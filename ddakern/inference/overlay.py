@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ddakern.inference.attention import attention_maps
+from ddakern.inference.files import publish
 from ddakern.inference.images import preprocess
 from ddakern.inference.predictor import FaceRecord, ImageResult, Predictor
 
@@ -74,7 +75,7 @@ def save_figure(fig, path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, facecolor=fig.get_facecolor())
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
@@ -95,5 +96,9 @@ class AttentionWriter:
             x = preprocess([crop], self.pred.spec.image_size, self.pred.mean, self.pred.std).to(device)
             maps = attention_maps(self.model, x, self.summary)
             path = self.folder / f"{stem}_face{i}.png"
+            n = 1
+            while path in self.written:  # same file name from another folder
+                n += 1
+                path = self.folder / f"{stem}-{n}_face{i}.png"
             save_figure(render(face, crop, maps, self.pred.class_names), path)
             self.written.append(path)

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ddakern.inference.annotate import annotate, write_image
+from ddakern.inference.files import publish
 from ddakern.inference.images import ImageError, read_image
 from ddakern.inference.predictor import ImageResult, Predictor
 from ddakern.inference.results import ResultWriter
@@ -116,7 +117,7 @@ class VideoOut:
 
     def close(self) -> None:
         self.writer.release()
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
 
 
 def frames(capture, every: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray, bool]]:

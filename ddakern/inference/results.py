@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
+from ddakern.inference.files import publish
 from ddakern.inference.predictor import FaceRecord, ImageResult
 
 RESULT_FILES = ("predictions.csv", "predictions.jsonl")
@@ -74,7 +75,7 @@ class ResultWriter:
             fh.flush()
             os.fsync(fh.fileno())
             fh.close()
-            os.replace(tmp, self.out / name)
+            publish(tmp, self.out / name)
             done.append(self.out / name)
         return done
 
