@@ -102,3 +102,33 @@ def test_detector_errors_are_one_line(tmp_path):
         make_detector("yunet", yunet_model=tmp_path / "missing.onnx")
     with pytest.raises(DetectorError, match="unknown detector"):
         make_detector("mtcnn")
+
+
+def test_fusion_checkpoint_rebuilds_from_its_members(tmp_path):
+    """A train.fuse-style checkpoint: model_name fusion-<method>, members named by path (relative to a folder above)."""
+    from ddakern.ensemble import create_ensemble
+    from ddakern.inference import load_model
+    from ddakern.serialization import torch_load
+
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "b").mkdir()
+    a = write_checkpoint(tmp_path / "runs" / "a" / "best.pt", image_size=48)
+    b = write_checkpoint(tmp_path / "runs" / "b" / "best.pt", model_name="resnet18", dda_stages=(), image_size=48)
+    members = [load_model(a)[0], load_model(b)[0]]
+    fused = create_ensemble("early", *members, 7)
+    ckpt = torch_load(a)
+    ckpt.update(
+        model=fused.state_dict(),
+        model_name="fusion-early",
+        fusion={"method": "early", "members": ["runs/a/best.pt", "runs/b/best.pt"], "options": {}},
+    )
+    (tmp_path / "runs" / "fused").mkdir()
+    path = tmp_path / "runs" / "fused" / "best.pt"
+    torch.save(ckpt, path)
+    model, spec = load_model(path)
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), fused.eval()(x))
+    assert spec.model_name == "fusion-early" and [m.model_name for m in spec.members] == ["resnet18_dda", "resnet18"]
+    result = Predictor.from_checkpoint(path, device="cpu").predict(astronaut())
+    assert len(result.faces) == 1
