@@ -10,6 +10,7 @@ and the global.
 
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 import re
@@ -36,6 +37,9 @@ def _numpy_globals() -> dict[str, Any]:
     found["numpy.dtype"] = np.dtype
     for cls in _DTYPE_CLASSES:
         found[f"numpy.dtypes.{cls.__name__}"] = cls
+    # protocol-2 pickles written by Python 3 rebuild bytes (array buffers) as _codecs.encode(str, "latin1");
+    # torch's weights-only unpickler admits it too: it only encodes a string
+    found["_codecs.encode"] = codecs.encode
     return found
 
 

@@ -99,3 +99,25 @@ def test_pkl_of_numpy_arrays_loads_and_anything_else_is_refused(tmp_path):
     with pytest.raises(UnsafeFileError):
         load_numpy_pickle(evil)
     assert not marker.exists()
+
+
+def test_files_written_under_numpy_1_module_paths_load(tmp_path):
+    """numpy 1.x pickles name numpy.core.multiarray; the allow-list admits those paths too."""
+    import zipfile
+
+    arr = np.arange(6, dtype=np.uint32)
+    raw = pickle.dumps({"a": arr}, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in raw
+    (tmp_path / "old.pkl").write_bytes(raw)
+    assert load_numpy_pickle(tmp_path / "old.pkl")["a"].tolist() == arr.tolist()
+
+    torch.save({"rng": np.random.get_state()}, tmp_path / "new.pt")
+    with zipfile.ZipFile(tmp_path / "new.pt") as src, zipfile.ZipFile(tmp_path / "old.pt", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+                assert b"numpy.core.multiarray" in data
+            dst.writestr(item, data)
+    state = torch_load(tmp_path / "old.pt")["rng"]
+    assert state[0] == "MT19937" and state[1].dtype == np.uint32 and state[1].shape == (624,)
