@@ -35,7 +35,8 @@ def _bars(img: np.ndarray, probs: dict[str, float], x: int, y: int, scale: float
     line = int(22 * scale) + 4
     label_w = int(max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.6, 1)[0][0] for n in names)) + 8
     bar_w = int(110 * scale) + 20
-    w, h = label_w + bar_w + 12, line * len(names) + 8
+    pct_w = int(cv2.getTextSize("100%", cv2.FONT_HERSHEY_SIMPLEX, scale * 0.55, 1)[0][0]) + 8
+    w, h = label_w + bar_w + pct_w + 12, line * len(names) + 8
     x = int(np.clip(x, 0, max(0, img.shape[1] - w)))
     y = int(np.clip(y, 0, max(0, img.shape[0] - h)))
     roi = img[y : y + h, x : x + w]
@@ -47,7 +48,7 @@ def _bars(img: np.ndarray, probs: dict[str, float], x: int, y: int, scale: float
         x0 = x + label_w
         cv2.rectangle(img, (x0, top + 3), (x0 + bar_w, top + line - 3), (90, 90, 90), -1)
         cv2.rectangle(img, (x0, top + 3), (x0 + int(bar_w * p), top + line - 3), class_color(i), -1)
-        _text(img, f"{100 * p:.0f}%", (x0 + 3, top + int(line * 0.72)), scale * 0.5, (255, 255, 255))
+        _text(img, f"{100 * p:.0f}%", (x0 + bar_w + 5, top + int(line * 0.72)), scale * 0.55, (255, 255, 255))
 
 
 def annotate(rgb: np.ndarray, result: ImageResult, class_names: tuple[str, ...], bars: bool = True) -> np.ndarray:
@@ -66,7 +67,7 @@ def annotate(rgb: np.ndarray, result: ImageResult, class_names: tuple[str, ...],
         _text(img, label, (x0, max(int(24 * scale), y0 - int(8 * scale))), scale * 0.9, color)
         if bars:
             right = x1 + 6
-            panel_w = int(180 * scale) + 60
+            panel_w = int(220 * scale) + 70
             x = right if right + panel_w <= img.shape[1] else x0 - panel_w - 6
             _bars(img, face.probabilities, x, y0, scale, class_names)
     if not result.faces and result.note:
