@@ -71,18 +71,21 @@ def torch_load(path: str | os.PathLike, map_location: str | torch.device | None 
         except pickle.UnpicklingError as e:
             name = _global_named_in(str(e))
             if name is None:
-                raise
+                raise pickle.UnpicklingError(f"not a torch file, or damaged: {_detail(str(e))}") from None
             raise _refusal(path, f"the global {name}") from None
 
 
 def _global_named_in(message: str) -> str | None:
-    """The global torch's weights-only unpickler rejected, from its message (None: another error)."""
+    """The global torch's weights-only unpickler rejected, from its message (None: another failure)."""
     m = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"global:? ([\w.]+)", message, re.IGNORECASE)
-    if m:
-        return m.group(1)
-    if "weights_only" in message or "Weights only load failed" in message:
-        return "a global outside the allow-list"
-    return None
+    return m.group(1) if m else None
+
+
+def _detail(message: str) -> str:
+    """The informative line of torch's weights-only error (it wraps every unpickling failure)."""
+    rest = message.split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in rest.splitlines() if line.strip()]
+    return lines[0] if lines else "unpickling failed"
 
 
 class RestrictedUnpickler(pickle.Unpickler):

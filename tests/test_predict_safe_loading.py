@@ -121,3 +121,14 @@ def test_files_written_under_numpy_1_module_paths_load(tmp_path):
             dst.writestr(item, data)
     state = torch_load(tmp_path / "old.pt")["rng"]
     assert state[0] == "MT19937" and state[1].dtype == np.uint32 and state[1].shape == (624,)
+
+
+def test_damaged_files_are_not_called_unsafe(tmp_path):
+    (tmp_path / "text.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "list.pt").write_bytes(pickle.dumps([1, 2, 3]))
+    good = write_checkpoint(tmp_path / "good.pt").read_bytes()
+    (tmp_path / "half.pt").write_bytes(good[: len(good) // 2])
+    for name in ("text.pt", "list.pt", "half.pt"):
+        with pytest.raises(CheckpointError, match="cannot read checkpoint") as e:
+            read_checkpoint(tmp_path / name)
+        assert "refused" not in str(e.value) and "\n" not in str(e.value)
