@@ -28,8 +28,9 @@ def rel_diff(got: np.ndarray, ref: np.ndarray) -> float:
 
 @pytest.fixture(scope="module", params=[48, 80])
 def checkpoint(request, tmp_path_factory) -> Path:
+    # DDA after stage 2 (spatial path + upsampler) and stage 4 (context only): both block kinds
     folder = tmp_path_factory.mktemp(f"ckpt{request.param}")
-    return write_checkpoint(folder / "best.pt", dda_stages=(1, 2, 3, 4), image_size=request.param, width=32)
+    return write_checkpoint(folder / "best.pt", dda_stages=(2, 4), image_size=request.param, width=32)
 
 
 @pytest.mark.parametrize("fmt,suffix", [("onnx", ".onnx"), ("torchscript", ".ts.pt"), ("exported-program", ".pt2")])
