@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddakern.serialization import torch_load
+
 FORMAT_VERSION = 1
 log = logging.getLogger("train")
 
@@ -161,7 +163,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch_load(path, map_location=map_location)  # weights_only=True + numpy's RNG-state types
     except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION or "model" not in ckpt:

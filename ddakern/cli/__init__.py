@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 COMMANDS: dict[str, str] = {
     "check": "a short DDA forward/backward on random data, with parameter counts",
+    "export": "a checkpoint to ONNX, TorchScript or a torch.export program, with a parity check",
+    "predict": "emotions of the faces in images, folders, videos or a webcam (CSV/JSONL, annotations, attention)",
 }
 """Command name -> one-line help; the module is ddakern.cli.<name> (dashes become underscores)."""
 
@@ -19,8 +21,10 @@ COMMANDS: dict[str, str] = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
-    return "usage: python -m ddakern COMMAND [options]\n\ncommands:\n" + "\n".join(lines) + (
-        "\n\n`python -m ddakern COMMAND --help` shows a command's options."
+    return (
+        "usage: python -m ddakern COMMAND [options]\n\ncommands:\n"
+        + "\n".join(lines)
+        + ("\n\n`python -m ddakern COMMAND --help` shows a command's options.")
     )
 
 

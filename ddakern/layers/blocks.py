@@ -46,9 +46,7 @@ class UpBlock(nn.Sequential):
         self, in_channels: int, out_channels: int, kernel_size: int = 2, stride: int = 2, padding: int = 0
     ) -> None:
         super().__init__(
-            nn.ConvTranspose2d(
-                in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
-            ),
+            nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )

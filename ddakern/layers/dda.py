@@ -92,9 +92,7 @@ class DDA(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"DDA{self.stage} expects an N x {self.in_channels} x H x W map, got {tuple(x.shape)}"
-            )
+            raise ValueError(f"DDA{self.stage} expects an N x {self.in_channels} x H x W map, got {tuple(x.shape)}")
 
     def fusion_map(self, x: torch.Tensor) -> torch.Tensor:
         """The fused dual-domain map, upsampled back to x's size (the mask head's input u)."""

@@ -36,9 +36,7 @@ class DualDomainFusion(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         x = torch.cat(inputs, dim=1)
         if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"DualDomainFusion expects {self.in_channels} concatenated channels, got {x.shape[1]}"
-            )
+            raise ValueError(f"DualDomainFusion expects {self.in_channels} concatenated channels, got {x.shape[1]}")
         f = self.conv_block(x)
         logits = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(F.adaptive_avg_pool2d(f, 1))))))
         if not self.fused_ops:

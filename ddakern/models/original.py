@@ -69,8 +69,6 @@ def load_original_checkpoint(
         )
     for k, v in converted.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise WeightsError(
-                f"{source}: {k} has shape {tuple(v.shape)}, the model needs {tuple(own[k].shape)}"
-            )
+            raise WeightsError(f"{source}: {k} has shape {tuple(v.shape)}, the model needs {tuple(own[k].shape)}")
     model.load_state_dict(converted, strict=True)
     return model

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from ddakern.serialization import UnsafeFileError, load_numpy_pickle
 
 IMAGENET_FILES = {
     "resnet18": "resnet18-5c106cde.pth",
@@ -41,13 +42,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file {path} does not exist")
     try:
         if path.suffix == ".pkl":
-            with open(path, "rb") as f:
-                raw = pickle.load(f, encoding="latin1")
+            raw = load_numpy_pickle(path)  # numpy arrays only; anything else is refused
             state = {k: torch.from_numpy(np.asarray(v)) for k, v in dict(raw).items()}
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except WeightsError:
         raise
+    except UnsafeFileError as e:
+        raise WeightsError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
         raise WeightsError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from None
     for wrapper in ("state_dict", "model", "net"):
@@ -110,9 +112,7 @@ def load_host_weights(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     bad = [k for k in host if tuple(host[k].shape) != tuple(own[k].shape)]
     if bad:
         k = bad[0]
-        raise WeightsError(
-            f"{source}: {k} has shape {tuple(host[k].shape)}, the model needs {tuple(own[k].shape)}"
-        )
+        raise WeightsError(f"{source}: {k} has shape {tuple(host[k].shape)}, the model needs {tuple(own[k].shape)}")
     model.load_state_dict(host, strict=False)
 
 

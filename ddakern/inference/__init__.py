@@ -1,0 +1,25 @@
+"""Inference on photos, folders, videos and webcams: `Predictor`, face detectors, DDA attention overlays,
+export. Everything reads `train.run` / `train.fuse` checkpoints without importing `train`."""
+
+from ddakern.inference.checkpoint import CheckpointError, ModelSpec, load_model, read_checkpoint
+from ddakern.inference.detect import Detection, HaarDetector, WholeImage, YuNetDetector, make_detector
+from ddakern.inference.images import ImageError, to_rgb
+from ddakern.inference.predictor import NO_FACE_NOTE, FaceRecord, ImageResult, Predictor
+
+__all__ = [
+    "NO_FACE_NOTE",
+    "CheckpointError",
+    "Detection",
+    "FaceRecord",
+    "HaarDetector",
+    "ImageError",
+    "ImageResult",
+    "ModelSpec",
+    "Predictor",
+    "WholeImage",
+    "YuNetDetector",
+    "load_model",
+    "make_detector",
+    "read_checkpoint",
+    "to_rgb",
+]

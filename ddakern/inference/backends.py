@@ -1,0 +1,86 @@
+"""Classifier backends: a PyTorch module (eager or torch.compile) or an exported ONNX file on ONNX Runtime.
+
+Each backend maps a float32 N x 3 x S x S batch (already normalised) to N x C class probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ddakern.inference.checkpoint import CheckpointError, ModelSpec
+
+SPEC_KEY = "ddakern_spec"
+"""Metadata key of exported files: the ModelSpec (classes, input size, normalisation) as JSON."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """ "auto"/None -> CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class TorchBackend:
+    """An eval-mode module on `device`; `compile=True` wraps it in torch.compile (dynamic batch)."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, device: str | torch.device | None = "auto", compile: bool = False) -> None:
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.forward = torch.compile(self.model, dynamic=True) if compile else self.model
+        if compile:
+            self.name = "torch.compile"
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        logits = self.forward(x.to(self.device, non_blocking=True))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+class OnnxBackend:
+    """An exported `.onnx` model on ONNX Runtime (CUDA provider when available, else CPU)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, device: str | torch.device | None = "auto") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CheckpointError("--backend onnxruntime needs ONNX Runtime: pip install onnxruntime") from None
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: ONNX file not found")
+        wanted = ["CUDAExecutionProvider"] if resolve_device(device).type == "cuda" else []
+        providers = [p for p in wanted if p in ort.get_available_providers()] + ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types for bad files
+            raise CheckpointError(f"{path}: ONNX Runtime cannot load this file ({type(e).__name__})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if SPEC_KEY not in meta:
+            raise CheckpointError(f"{path}: not exported by `python -m ddakern export` (no {SPEC_KEY} metadata)")
+        self.spec = spec_from_json(meta[SPEC_KEY])
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        (logits,) = self.session.run(None, {self.input_name: x.cpu().numpy().astype(np.float32)})
+        z = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def spec_from_json(text: str) -> ModelSpec:
+    d = json.loads(text)
+    return ModelSpec(
+        model_name=d["model_name"],
+        class_names=tuple(d["class_names"]),
+        image_size=int(d["image_size"]),
+        normalize=d["normalize"],
+    )

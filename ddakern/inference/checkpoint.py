@@ -1,0 +1,171 @@
+"""Read a `train.run` / `train.fuse` checkpoint safely and rebuild its model for inference.
+
+The library does not import `train`: this module knows the checkpoint's keys (format 1): `model`
+(state dict), `model_name`, `num_classes`, `class_names`, `dda_stages`, `dda_options`, `dropout`,
+`image_size`, `normalize`; fusion checkpoints have `model_name` "fusion-<method>" and `fusion`
+{method, members (paths of the member checkpoints), options}.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddakern.serialization import UnsafeFileError, torch_load
+
+FORMAT_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CheckpointError(ValueError):
+    """An unreadable, unsafe or foreign checkpoint; the message is one line naming the file."""
+
+
+def norm_constants(normalize: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) on the 0..255 scale, as the training pipelines use them (`unit` or `imagenet`)."""
+    if normalize == "unit":
+        return (0.0, 0.0, 0.0), (255.0, 255.0, 255.0)
+    if normalize == "imagenet":
+        return tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD)
+    raise CheckpointError(f"unknown normalisation {normalize!r} (expected 'unit' or 'imagenet')")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What inference needs besides the weights: architecture, classes and input preprocessing."""
+
+    model_name: str
+    class_names: tuple[str, ...]
+    image_size: int
+    normalize: str
+    dda_stages: tuple[int, ...] = ()
+    dda_options: dict[str, Any] = field(default_factory=dict)
+    dropout: float = 0.4
+    fusion: dict[str, Any] | None = None
+    members: tuple[ModelSpec, ...] = ()
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return norm_constants(self.normalize)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (stored in exported files)."""
+        return {
+            "model_name": self.model_name,
+            "class_names": list(self.class_names),
+            "image_size": self.image_size,
+            "normalize": self.normalize,
+        }
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict, loaded without running code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch_load(path, map_location=map_location)
+    except UnsafeFileError as e:
+        raise CheckpointError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a train.run / train.fuse checkpoint (format {FORMAT_VERSION})")
+    missing = [k for k in ("model_name", "class_names", "image_size", "normalize") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return ckpt
+
+
+def _member_path(stored: str, fusion_ckpt: Path) -> Path:
+    """A member checkpoint as train.fuse recorded it: absolute, relative to the working folder, or
+    relative to a folder above the fusion checkpoint (runs moved together)."""
+    p = Path(stored)
+    if p.is_absolute() or p.is_file():
+        return p
+    for base in fusion_ckpt.resolve().parents:
+        if (base / p).is_file():
+            return base / p
+    return p
+
+
+def spec_of(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> ModelSpec:
+    """The ModelSpec of a checkpoint dict; fusion members are read from the files it names."""
+    common = dict(
+        class_names=tuple(ckpt["class_names"]), image_size=int(ckpt["image_size"]), normalize=ckpt["normalize"]
+    )
+    name = ckpt["model_name"]
+    if not name.startswith("fusion-"):
+        return ModelSpec(
+            model_name=name,
+            dda_stages=tuple(ckpt.get("dda_stages", ())),
+            dda_options=dict(ckpt.get("dda_options") or {}),
+            dropout=float(ckpt.get("dropout", 0.4)),
+            **common,
+        )
+    fusion = ckpt.get("fusion") or {}
+    members = []
+    for stored in fusion.get("members", []):
+        member = _member_path(stored, Path(path))
+        if not member.is_file():
+            raise CheckpointError(f"{path}: fusion member checkpoint {stored} not found (it defines the architecture)")
+        members.append(spec_of(read_checkpoint(member), member))
+    if len(members) != 2:
+        raise CheckpointError(f"{path}: a fusion checkpoint needs two member checkpoints, it names {len(members)}")
+    return ModelSpec(model_name=name, fusion=dict(fusion), members=tuple(members), **common)
+
+
+def build_from_spec(spec: ModelSpec, *, fused_ops: bool = False) -> nn.Module:
+    """The untrained model a spec describes (fusion modules with their members)."""
+    from ddakern.ensemble import create_ensemble
+    from ddakern.models import create
+
+    if spec.fusion is not None:
+        members = [build_from_spec(m, fused_ops=fused_ops) for m in spec.members]
+        return create_ensemble(spec.fusion["method"], *members, len(spec.class_names), **spec.fusion.get("options", {}))
+    kwargs = spec.dda_options if spec.model_name.endswith("_dda") else {}
+    return create(
+        spec.model_name,
+        num_classes=len(spec.class_names),
+        dda_stages=spec.dda_stages or (1, 2, 3, 4),
+        dropout=spec.dropout,
+        fused_ops=fused_ops,
+        **kwargs,
+    )
+
+
+def load_model(
+    path: str | os.PathLike, *, fused_ops: bool = False, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelSpec]:
+    """The trained model of a checkpoint file (eval mode, on `device`) and its spec.
+
+    `fused_ops=False` builds the plain-PyTorch graph (same weights): what export lowers to standard ops.
+    """
+    ckpt = read_checkpoint(path)
+    spec = spec_of(ckpt, path)
+    model = build_from_spec(spec, fused_ops=fused_ops)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(
+            f"{path}: weights do not fit {spec.model_name}: {first[1] if len(first) > 1 else e}"
+        ) from None
+    return model.eval().to(device), spec
+
+
+__all__ = [
+    "CheckpointError",
+    "ModelSpec",
+    "build_from_spec",
+    "load_model",
+    "norm_constants",
+    "read_checkpoint",
+    "spec_of",
+]

@@ -1,0 +1,124 @@
+"""`python -m ddakern predict` end to end, as a user runs it: folders with bad files, a video, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from predict_helpers import astronaut, coffee, corrupt_jpeg, write_checkpoint
+
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("skimage")
+
+
+def predict(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "ddakern", "predict", *args, "--no-progress", "--device", "cpu"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", image_size=48)
+
+
+def read_results(out: Path) -> tuple[list[dict], list[dict]]:
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    return rows, records
+
+
+def test_folder_with_bad_files(ckpt, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    Image.fromarray(astronaut()).save(folder / "astronaut.jpg", quality=92)
+    Image.fromarray(coffee()).save(folder / "nested" / "coffee.png")
+    corrupt_jpeg(folder / "broken.jpg", astronaut())
+    (folder / "notes.jpg").write_text("this is a text file, not a JPEG\n")
+    out = tmp_path / "out"
+    r = predict(str(ckpt), str(folder), "--out", str(out), "--annotate")
+    assert r.returncode == 0, r.stderr
+    skipped = [line for line in r.stderr.splitlines() if line.startswith("skipped:")]
+    assert len(skipped) == 2
+    assert any("broken.jpg" in s for s in skipped) and any("notes.jpg" in s for s in skipped)
+    assert any("coffee.png: no face found" in line for line in r.stderr.splitlines())
+    assert "2 images, 0 video frames, 1 faces" in r.stdout and "2 inputs skipped" in r.stdout
+    rows, records = read_results(out)
+    assert [Path(x["file"]).name for x in rows] == ["astronaut.jpg", "coffee.png"]
+    assert rows[0]["label"] in json.loads(json.dumps(records[0]["probabilities"]))
+    assert rows[1]["note"] == "no face found" and records[1]["box"] is None
+    annotated = cv2.imread(str(out / "annotated" / "astronaut.jpg"))
+    assert annotated.shape == (512, 512, 3)
+    assert not np.array_equal(annotated[:, :, ::-1], astronaut())  # something was drawn
+
+
+def test_results_are_not_overwritten_unasked(ckpt, tmp_path):
+    img = tmp_path / "a.jpg"
+    Image.fromarray(astronaut()).save(img)
+    out = tmp_path / "out"
+    assert predict(str(ckpt), str(img), "--out", str(out)).returncode == 0
+    before = (out / "predictions.csv").read_bytes()
+    r = predict(str(ckpt), str(img), "--out", str(out))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--overwrite" in r.stderr
+    assert (out / "predictions.csv").read_bytes() == before
+    assert predict(str(ckpt), str(img), "--out", str(out), "--overwrite").returncode == 0
+    assert not list(out.glob(".*.tmp"))  # temp files renamed away
+
+
+def write_video(path: Path, n: int = 12) -> None:
+    """Frames of a real photo: a 320 x 320 window moving over it, so the face shifts left and up."""
+    photo = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 320))
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(np.ascontiguousarray(photo[20 + 2 * i : 340 + 2 * i, 40 + 3 * i : 360 + 3 * i]))
+    writer.release()
+
+
+def test_video_every_k_with_smoothing(ckpt, tmp_path):
+    video = tmp_path / "clip.avi"
+    write_video(video)
+    out = tmp_path / "out"
+    r = predict(str(ckpt), str(video), "--out", str(out), "--every", "2", "--smooth", "0.5", "--annotate")
+    assert r.returncode == 0, r.stderr
+    assert "6 of 12 frames processed (every 2)" in r.stderr and "processed frames/s" in r.stderr
+    rows, records = read_results(out)
+    assert [int(x["frame"]) for x in rows] == [0, 2, 4, 6, 8, 10]  # one face per processed frame
+    assert len(records) == len(rows)
+    for row, rec in zip(rows, records):
+        assert int(row["frame"]) == rec["frame"] and row["label"] == rec["label"]
+        assert [int(row[k]) for k in ("x0", "y0", "x1", "y1")] == rec["box"]
+        for name, p in rec["probabilities"].items():
+            assert abs(float(row[f"p_{name}"]) - p) < 1e-6
+    x_centres = [(r["box"][0] + r["box"][2]) / 2 for r in records]
+    assert all(b < a for a, b in zip(x_centres, x_centres[1:]))  # the face moves left as the window moves right
+    cap = cv2.VideoCapture(str(out / "annotated" / "clip.mp4"))
+    frames = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        assert frame.shape == (320, 320, 3)
+        frames += 1
+    assert frames == 12
+
+
+def test_missing_inputs_and_bad_checkpoint_are_one_line(ckpt, tmp_path):
+    r = predict(str(ckpt), str(tmp_path / "nothing.jpg"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 0 and "skipped: " in r.stderr and "no such file or folder" in r.stderr
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = predict(str(bad), str(tmp_path), "--out", str(tmp_path / "o2"))
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0
+
+
+def test_webcam_without_camera_is_reported(ckpt, tmp_path):
+    r = predict(str(ckpt), "7", "--out", str(tmp_path / "o"), "--max-frames", "3")
+    assert r.returncode == 0
+    assert "webcam:7: no camera with index 7 could be opened" in r.stderr
