@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -110,3 +111,42 @@ def skip_compile_if_disabled(benchmark) -> None:
     """torch.compile on a 2-core CPU takes tens of seconds: --benchmark-disable (the CI smoke run) skips it."""
     if benchmark.disabled and not SCALE.cuda:
         pytest.skip("torch.compile variants are skipped on CPU under --benchmark-disable (compile time only)")
+
+
+def assert_finite(name: str, t: torch.Tensor, shape: Sequence[int] | None = None) -> None:
+    """A benchmark result must have the expected shape and hold no NaN/inf (the message names the result)."""
+    if shape is not None:
+        assert tuple(t.shape) == tuple(shape), f"{name}: shape {tuple(t.shape)}, expected {tuple(shape)}"
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise AssertionError(f"{name}: {bad} of {t.numel()} values are NaN or inf")
+
+
+def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """Max abs error relative to the reference's max magnitude (computed in the wider dtype, at least fp32);
+    0 for the reference itself."""
+    if a is ref:
+        return 0.0
+    wide = torch.promote_types(torch.promote_types(a.dtype, ref.dtype), torch.float32)
+    a, ref = a.to(wide), ref.to(wide)
+    return ((a - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def assert_matches_reference(
+    got: Mapping[str, torch.Tensor],
+    same_dtype: Mapping[str, torch.Tensor],
+    exact: Mapping[str, torch.Tensor],
+    floor: float = 1e-5,
+) -> None:
+    """Each result finite, of the reference's shape and dtype, and as close to the exact (float64) reference as
+    the reference run in the same dtype (at most twice its error, or `floor` relative): the project's bar.
+    Pass the same mapping twice where one run is both (the reference variant; fp32 where fp32 is exact)."""
+    assert got.keys() == same_dtype.keys() == exact.keys(), f"results {sorted(got)}, reference {sorted(exact)}"
+    for name, t in got.items():
+        assert_finite(name, t, same_dtype[name].shape)
+        assert t.dtype == same_dtype[name].dtype, f"{name}: dtype {t.dtype}, reference {same_dtype[name].dtype}"
+        ours, theirs = rel_err(t, exact[name]), rel_err(same_dtype[name], exact[name])
+        assert ours <= max(floor, 2 * theirs), (
+            f"{name}: relative error {ours:.3g} vs the {exact[name].dtype} reference, "
+            f"the {t.dtype} reference's is {theirs:.3g}"
+        )

@@ -7,10 +7,14 @@ Shapes are the ResNet-34 / ResNet-50 stage outputs at batch 48 on CUDA, a scaled
 (`benchutil.SCALE`). Each benchmark records the minimal bytes moved (inputs read + outputs written, and
 for backward the incoming gradient read and the input gradients written), the achieved GB/s, the bytes
 autograd saves for backward (`ddakern.profiling.saved_tensor_bytes`) and, on CUDA, the peak memory.
+Each also checks its result outside the timing: the op's output and gradients are finite, shaped like the
+reference's and within the project's bar of the float64 reference; the block's gradients from the timed
+step are finite and, fused, match the unfused block's.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable
 
@@ -19,6 +23,7 @@ import torch
 from benchutil import (
     DTYPES,
     SCALE,
+    assert_matches_reference,
     median_s,
     peak_memory_bytes,
     peak_memory_reset,
@@ -53,6 +58,7 @@ class OpCase:
             return t.to(d).requires_grad_()
 
         self.op = op
+        self.names = ("x", "logits", "weight", "bias") if op == "attention_residual" else ("x", "logits", "scale")
         self.x = randn(n, c, s, s)
         self.grad = randn(n, c, s, s).detach()
         if op == "attention_residual":
@@ -72,6 +78,24 @@ class OpCase:
             return fn(*leaves, *self.running, True)
         return fn(*leaves, True)
 
+    def outputs(self, fn: Callable[..., torch.Tensor], pass_: str) -> dict[str, torch.Tensor]:
+        """One call as the timed loop makes it: the output and, for fwd+bwd, the gradient of every input."""
+        if pass_ == "fwd":
+            with torch.no_grad():
+                return {"out": self.call(fn, *self.leaves)}
+        out = self.call(fn, *self.leaves)
+        grads = torch.autograd.grad(out, self.leaves, self.grad)
+        return {"out": out.detach(), **{f"d{name}": g for name, g in zip(self.names, grads, strict=True)}}
+
+    def double(self) -> OpCase:
+        """The same inputs in float64 (fresh leaves and running statistics): the exact reference's case."""
+        twin = copy.copy(self)
+        twin.leaves = [t.detach().double().requires_grad_() for t in self.leaves]
+        twin.grad = self.grad.double()
+        if self.op == "attention_residual":
+            twin.running = tuple(r.double() for r in self.running)
+        return twin
+
     def min_bytes(self, pass_: str) -> int:
         """Minimal traffic: inputs read + output written; backward adds dy read, inputs re-read, grads written."""
         fwd = nbytes(*self.leaves) + nbytes(self.x)  # every input read once, the output (x's size) written
@@ -80,13 +104,27 @@ class OpCase:
         return fwd + nbytes(self.grad) + 2 * nbytes(*self.leaves)  # dy, leaves re-read, one grad per leaf
 
 
+def reference_of(op: str) -> Callable[..., torch.Tensor]:
+    """The plain-PyTorch autograd reference of an op."""
+    return importlib.import_module(f"ddakern.ops.{op}").reference
+
+
 def implementation(op: str, variant: str) -> tuple[str, Callable[..., torch.Tensor]]:
     """(kernel mode, callable) of a variant: the public op under a backend, or the compiled reference."""
     if variant == "compile":
         if op not in _COMPILED:
-            _COMPILED[op] = torch.compile(importlib.import_module(f"ddakern.ops.{op}").reference, dynamic=True)
+            _COMPILED[op] = torch.compile(reference_of(op), dynamic=True)
         return "reference", _COMPILED[op]
     return variant, getattr(DF, op)
+
+
+def check_op_results(case: OpCase, pass_: str, variant: str) -> None:
+    """One call of the variant outside the timing: finite, right shapes, as close to float64 as the reference."""
+    mode, fn = implementation(case.op, variant)
+    with use_ops_backend(mode):
+        got = case.outputs(fn, pass_)
+    same_dtype = got if variant == "reference" else case.outputs(reference_of(case.op), pass_)
+    assert_matches_reference(got, same_dtype, case.double().outputs(reference_of(case.op), pass_))
 
 
 def kernel_cases():
@@ -134,6 +172,7 @@ def test_fused_op(benchmark, op: str, pass_: str, host: str, c: int, s: int, dna
             sync()
 
     run()  # warm-up: compilation, Triton JIT, allocator
+    check_op_results(case, pass_, variant)
     with use_ops_backend(mode):
         saved = saved_tensor_bytes(lambda *a: case.call(fn, *a), *case.leaves)
         saved_extra = saved_tensor_bytes(lambda *a: case.call(fn, *a), *case.leaves, exclude_args=True)
@@ -160,6 +199,50 @@ def test_fused_op(benchmark, op: str, pass_: str, host: str, c: int, s: int, dna
     record_timing(benchmark, moved, calls)
 
 
+def block_forward(block: DDA, inp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The block under autocast to `dtype` (none for fp32 and float64)."""
+    with torch.autocast(inp.device.type, dtype=dtype, enabled=dtype in (torch.bfloat16, torch.float16)):
+        return block(inp)
+
+
+def block_grads(block: DDA, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The gradients the block's last backward left: the input's and every parameter's."""
+    grads = {"dx": x.grad, **{f"d{name}": p.grad for name, p in block.named_parameters()}}
+    missing = [name for name, g in grads.items() if g is None]
+    assert not missing, f"no gradient reached {missing}"
+    return grads
+
+
+def block_step_grads(
+    block: DDA, x: torch.Tensor, grad: torch.Tensor, dtype: torch.dtype, mode: str
+) -> dict[str, torch.Tensor]:
+    """One training-mode fwd+bwd of the block on a copy of x, and the gradients it computes."""
+    leaf = x.detach().requires_grad_()
+    block.zero_grad(set_to_none=True)
+    with use_ops_backend(mode):
+        out = block_forward(block, leaf, dtype)
+        out.backward(grad.to(out.dtype))
+    return block_grads(block, leaf)
+
+
+def check_block_grads(block: DDA, x: torch.Tensor, grad: torch.Tensor, dtype: torch.dtype, mode: str) -> None:
+    """The gradients of the benchmarked (last) step: finite and of the right shapes; for the fused block also as
+    close to the unfused block in float64 as the unfused block in the benchmark's dtype. On CPU (fp32 only, no
+    TF32) the unfused fp32 block stands for float64: the fused one must match it within 1e-5 relative; the
+    float64 bar on the real op shapes is test_fused_op's, and tests/test_fused_models.py's on whole models."""
+    got = block_grads(block, x)
+    same_dtype = exact = got  # the unfused block is the reference: finite and right shapes only
+    if mode != "reference":
+        unfused = copy.deepcopy(block)
+        unfused.fused_ops = False
+        same_dtype = exact = block_step_grads(unfused, x, grad, dtype, "reference")
+        if SCALE.cuda:  # bf16 autocast and TF32 convolutions: only float64 is exact
+            exact = block_step_grads(
+                copy.deepcopy(unfused).double(), x.double(), grad.double(), torch.float64, "reference"
+            )
+    assert_matches_reference(got, same_dtype, exact)
+
+
 BLOCK_VARIANTS = {"unfused": None, "fused-torch": "torch", "fused-triton": "triton"}
 
 
@@ -182,11 +265,9 @@ def test_dda_block(benchmark, host: str, c: int, stage: int, s: int, dname: str,
     block = DDA(c, stage, fused_ops=mode is not None).to(SCALE.device).train()
     x = torch.randn(SCALE.kernel_batch, c, s, s, device=SCALE.device, requires_grad=True)
     grad = torch.randn_like(x)
-    amp = dname != "fp32"
 
     def forward(inp: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(SCALE.device.type, dtype=DTYPES[dname], enabled=amp):
-            return block(inp)
+        return block_forward(block, inp, DTYPES[dname])
 
     def step() -> None:
         with use_ops_backend(mode or "reference"):
@@ -215,3 +296,4 @@ def test_dda_block(benchmark, host: str, c: int, stage: int, s: int, dname: str,
     peak_memory_reset()
     benchmark.pedantic(step, rounds=SCALE.rounds + 2, iterations=1)
     record_timing(benchmark, None, 1)
+    check_block_grads(block, x, grad, DTYPES[dname], mode or "reference")

@@ -3,6 +3,8 @@
 Ratios are against the `eager` variant of the same model in the same run (`group` = model). Each
 benchmark also records the bytes the forward saves for backward (not for compile variants), images/s and,
 on CUDA, the peak memory of the step. On CPU resnet50_dda (196M parameters) runs eager and fused only.
+After the timing each checks the last timed step: finite logits (batch x classes) and scalar loss, a
+finite gradient of the right shape for every parameter, and finite parameters after the optimizer step.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from benchutil import SCALE, median_s, peak_memory_bytes, peak_memory_reset, skip_compile_if_disabled, sync
+from benchutil import (
+    SCALE,
+    assert_finite,
+    median_s,
+    peak_memory_bytes,
+    peak_memory_reset,
+    skip_compile_if_disabled,
+    sync,
+)
 
 from ddakern.models import create
 from ddakern.profiling import saved_tensor_bytes
@@ -24,6 +34,7 @@ VARIANTS = {
     "channels_last": {"channels_last": True},
     "compile": {"compile": True},
 }
+NUM_CLASSES = 7  # create()'s default: the seven basic expressions
 MODELS = ["resnet34", "resnet34_dda", "resnet50", "resnet50_dda"]
 CPU_ONLY_VARIANTS = {"resnet50_dda": ("eager", "fused")}  # 196M parameters: seconds per step on 2 cores
 
@@ -40,11 +51,15 @@ def cases():
             yield pytest.param(model, variant, id=f"{model}-{variant}")
 
 
-def make_step(name: str, opts: dict) -> tuple[Callable[[], None], Callable[[], int]]:
-    """(one optimizer step, bytes its forward saves for backward) of `name` with the variant's options."""
+Step = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_step(name: str, opts: dict) -> tuple[Step, Callable[[], int], torch.nn.Module]:
+    """(one optimizer step returning its detached logits and loss, bytes its forward saves for backward, the
+    model) of `name` with the variant's options."""
     model = create(name, fused_ops=bool(opts.get("fused"))).to(SCALE.device).train()
     x = torch.randn(SCALE.batch, 3, SCALE.image_size, SCALE.image_size, device=SCALE.device)
-    y = torch.randint(0, 7, (SCALE.batch,), device=SCALE.device)
+    y = torch.randint(0, NUM_CLASSES, (SCALE.batch,), device=SCALE.device)
     if opts.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
         x = x.to(memory_format=torch.channels_last)
@@ -52,27 +67,41 @@ def make_step(name: str, opts: dict) -> tuple[Callable[[], None], Callable[[], i
     optimizer = torch.optim.RAdam(model.parameters(), lr=1e-4, weight_decay=1e-3)
     amp_dtype = torch.bfloat16
 
-    def loss_of(inp: torch.Tensor) -> torch.Tensor:
+    def logits_and_loss(inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(SCALE.device.type, dtype=amp_dtype, enabled=bool(opts.get("amp"))):
-            return torch.nn.functional.cross_entropy(forward(inp), y)
+            logits = forward(inp)
+            return logits, torch.nn.functional.cross_entropy(logits, y)
 
-    def step() -> None:
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
         optimizer.zero_grad(set_to_none=True)
-        loss_of(x).backward()
+        logits, loss = logits_and_loss(x)
+        loss.backward()
         optimizer.step()
         sync()
+        return logits.detach(), loss.detach()
 
     def saved() -> int:
-        return saved_tensor_bytes(loss_of, x)
+        return saved_tensor_bytes(logits_and_loss, x)
 
-    return step, saved
+    return step, saved, model
+
+
+def check_step_results(model: torch.nn.Module, logits: torch.Tensor, loss: torch.Tensor) -> None:
+    """The benchmarked step's logits (batch x classes) and loss (a scalar) are finite, every parameter got a
+    finite gradient of its shape, and the optimizer step left every parameter finite."""
+    assert_finite("logits", logits, (SCALE.batch, NUM_CLASSES))
+    assert_finite("loss", loss, ())
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"no gradient reached {pname}"
+        assert_finite(f"d{pname}", p.grad, p.shape)
+        assert_finite(pname, p)
 
 
 @pytest.mark.parametrize("name,variant", list(cases()))
 def test_train_step(benchmark, name: str, variant: str) -> None:
     if VARIANTS[variant].get("compile"):
         skip_compile_if_disabled(benchmark)
-    step, saved = make_step(name, VARIANTS[variant])
+    step, saved, model = make_step(name, VARIANTS[variant])
     if not benchmark.disabled:  # --benchmark-disable runs the step once: no warm-up needed
         step()  # warm-up (and compilation)
     benchmark.group = f"train-step {name}"
@@ -90,8 +119,9 @@ def test_train_step(benchmark, name: str, variant: str) -> None:
     if not VARIANTS[variant].get("compile"):  # saved-tensor hooks would be one more compile
         benchmark.extra_info["saved_bytes"] = saved()
     peak_memory_reset()
-    benchmark.pedantic(step, rounds=SCALE.rounds, iterations=1)
+    logits, loss = benchmark.pedantic(step, rounds=SCALE.rounds, iterations=1)
     med = median_s(benchmark)
     if med is not None:
         benchmark.extra_info["images_per_s"] = SCALE.batch / med
     benchmark.extra_info["peak_memory_bytes"] = peak_memory_bytes()
+    check_step_results(model, logits, loss)
