@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -100,7 +100,9 @@ def _save_cache(path: Path, folder: Path, decoder: str, files: dict[str, list]) 
         log.debug(f"image check cache {path} not written: {e}")
 
 
-def _check_folder(folder: Path, paths: list[Path], decoder: str, use_cache: bool) -> dict[Path, str]:
+def _check_folder(
+    folder: Path, paths: list[Path], check: Callable[[Path], str | None], decoder: str, use_cache: bool
+) -> dict[Path, str]:
     cache_path = _cache_file(folder)
     cached = _load_cache(cache_path, folder, decoder) if use_cache else {}
     files: dict[str, list] = {}
@@ -117,7 +119,7 @@ def _check_folder(folder: Path, paths: list[Path], decoder: str, use_cache: bool
         if entry is not None and entry[:2] == stamp:
             problem = entry[2]
         else:
-            problem = file_problem(p)
+            problem = check(p)
             decoded += 1
         files[p.name] = stamp + [problem]
         if problem is not None:
@@ -127,14 +129,19 @@ def _check_folder(folder: Path, paths: list[Path], decoder: str, use_cache: bool
     return problems
 
 
-def check_images(paths: Sequence[Path], *, use_cache: bool = True) -> dict[Path, str]:
-    """{path: problem} for every image of `paths` that does not decode cleanly (empty when all do)."""
-    decoder = _decoder()
+def check_images(
+    paths: Sequence[Path], *, check: Callable[[Path], str | None] = file_problem, use_cache: bool = True
+) -> dict[Path, str]:
+    """{path: problem} for every image of `paths` that `check` finds bad (default: does not decode cleanly).
+
+    Verdicts are cached per folder and per check function; only new or changed files are checked again.
+    """
+    decoder = f"{_decoder()} {check.__module__}.{check.__qualname__}"
     by_folder: dict[Path, list[Path]] = {}
     for p in paths:
         p = Path(p)
         by_folder.setdefault(p.parent, []).append(p)
     problems: dict[Path, str] = {}
     for folder, group in by_folder.items():
-        problems.update(_check_folder(folder, group, decoder, use_cache))
+        problems.update(_check_folder(folder, group, check, decoder, use_cache))
     return problems

@@ -153,14 +153,11 @@ def _drop_duplicates(label_file: Path, entries: list[_Entry], skip_bad: bool) ->
 
 
 def _verify_images(entries: list[_Entry]) -> None:
-    """Header check, then one cached strict decode of every image (problems land on the entries)."""
+    """check_jpeg on every image, cached (train.data.imagecheck); problems land on the entries."""
     todo = [e for e in entries if e.problem is None and e.path is not None]
+    problems = check_images([e.path for e in todo], check=check_jpeg)
     for e in todo:
-        if (reason := jpeg_header_problem(e.path)) is not None:
-            e.problem = f"image {e.path}: {reason}"
-    problems = check_images([e.path for e in todo if e.problem is None])
-    for e in todo:
-        if e.problem is None and e.path in problems:
+        if e.path in problems:
             e.problem = f"image {e.path}: {problems[e.path]}"
 
 
