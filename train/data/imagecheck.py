@@ -4,8 +4,8 @@ A JPEG whose markers are intact but whose entropy-coded data is damaged passes a
 crashes the input pipeline mid-epoch (DALI's decoder or a DataLoader worker) or, worse, decodes to
 garbage with only a warning on stderr. So each file is decoded in full with libjpeg-turbo in strict
 mode (`simplejpeg`, where "Corrupt JPEG data" warnings are errors); other formats with PIL. Verdicts
-are cached per image folder under $DDAKERN_CACHE (default ~/.cache/ddakern), keyed by file size and
-modification time, so only new or changed files are decoded again.
+are cached per image folder under $DDAKERN_CACHE (default ~/.cache/ddakern), keyed by file size,
+modification time and inode, so only new or changed files are decoded again.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from PIL import Image
 
 log = logging.getLogger("train.data")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 JPEG_START = b"\xff\xd8\xff"
 
 
@@ -111,13 +111,13 @@ def _check_folder(
     for p in paths:
         try:
             st = p.stat()
-            stamp = [st.st_size, st.st_mtime_ns]
+            stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
         except OSError as e:
             problems[p] = f"cannot read ({e.strerror or e})"
             continue
         entry = cached.get(p.name)
-        if entry is not None and entry[:2] == stamp:
-            problem = entry[2]
+        if entry is not None and entry[:3] == stamp:
+            problem = entry[3]
         else:
             problem = check(p)
             decoded += 1
