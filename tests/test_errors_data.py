@@ -171,3 +171,37 @@ def test_rafdb_skip_bad_skips_corrupt_jpeg_and_bad_lines(tmp_path: Path, loader:
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["skipped_samples"]["train"] == 2 and summary["samples"]["train"] == 7
     assert not any(line.startswith("Corrupt JPEG data") for line in err), err  # libjpeg never saw it
+
+
+# ---------------------------------------------------------------- the loaders' own guard
+
+
+def undecodable_jpeg(data: bytes) -> bytes:
+    """Point the first component of SOF0 at quantisation table 7, which is never defined: every decoder
+    (DALI's, PIL's) fails on it while the markers stay in place."""
+    sof = data.index(b"\xff\xc0")
+    tq = sof + 2 + 2 + 1 + 2 + 2 + 1 + 2  # length, precision, height, width, count, then id + sampling
+    return data[:tq] + b"\x07" + data[tq + 1 :]
+
+
+@pytest.mark.parametrize(
+    "loader, train, workers",
+    [("torch", True, 2), ("torch", False, 0)]
+    + [pytest.param("dali", t, 2, marks=LOADERS[1].marks) for t in (True, False)],
+)
+def test_loader_names_an_undecodable_file_in_one_line(tmp_path: Path, loader: str, train: bool, workers: int) -> None:
+    """Files that change after the reader checked them: the loader ends the pass with one DataError line."""
+    from train.data import DataError, SampleSet, build_loader
+
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(6):
+        files.append(tmp_path / f"{i}.jpg")
+        files[-1].write_bytes(jpeg(rng))
+    files[4].write_bytes(undecodable_jpeg(files[4].read_bytes()))
+    samples = SampleSet("files", None, files, np.arange(6) % 7, tuple("abcdefg"))
+    kw = dict(train=train, batch_size=2, image_size=32, augment=None, loader=loader, num_threads=workers)
+    with pytest.raises(DataError) as info:
+        for _ in build_loader(samples, **kw):
+            pass
+    assert str(files[4]) in str(info.value) and "\n" not in str(info.value), str(info.value)
