@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from train.run_folder import apply_umask
+
 FORMAT_VERSION = 1
 log = logging.getLogger("train")
 
@@ -145,6 +147,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        apply_umask(Path(tmp))  # mkstemp made it 0600; results get the user's umask like any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

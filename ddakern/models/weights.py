@@ -49,7 +49,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except WeightsError:
         raise
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
-        raise WeightsError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from None
+        # torch's own text spans lines and gives weights_only advice that does not apply: keep one line
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        if "weights_only" in reason or "Weights only" in reason:
+            reason = "not a PyTorch state dict of tensors"
+        raise WeightsError(f"{path} is not a readable checkpoint: {reason}") from None
     for wrapper in ("state_dict", "model", "net"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
@@ -110,9 +114,7 @@ def load_host_weights(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     bad = [k for k in host if tuple(host[k].shape) != tuple(own[k].shape)]
     if bad:
         k = bad[0]
-        raise WeightsError(
-            f"{source}: {k} has shape {tuple(host[k].shape)}, the model needs {tuple(own[k].shape)}"
-        )
+        raise WeightsError(f"{source}: {k} has shape {tuple(host[k].shape)}, the model needs {tuple(own[k].shape)}")
     model.load_state_dict(host, strict=False)
 
 
