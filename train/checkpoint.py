@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ddakern.serialization import torch_load
+from train.run_folder import apply_umask
 
 FORMAT_VERSION = 1
 log = logging.getLogger("train")
@@ -147,6 +148,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        apply_umask(Path(tmp))  # mkstemp made it 0600; results get the user's umask like any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -10,6 +10,7 @@ config; 130 / 143 stopped by SIGINT / SIGTERM (train.run saves last.pt first).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import time
@@ -27,6 +28,7 @@ from train.config import Config, ConfigError
 from train.data import DataError
 from train.distributed import DistEnv, broadcast_object, cleanup, setup
 from train.engine import NonFiniteLoss
+from train.run_folder import RunFolderError, check_out, clean_stale_temporaries, remove_if_empty
 from train.signals import StopRequested
 from train.sources import choose_loader
 
@@ -74,13 +76,37 @@ def enable_fused_ops(cfg: Config) -> None:
         ddakern.use_ops_backend(cfg.ops_backend)
 
 
-def out_dir(cfg: Config, env: DistEnv, stem: str) -> Path:
-    """--out, or runs/<stem>-<timestamp> chosen by rank 0 and broadcast (one folder for all ranks)."""
+def out_dir(cfg: Config, env: DistEnv, stem: str) -> tuple[Path, bool]:
+    """(--out, or runs/<stem>-<timestamp> chosen by rank 0 and broadcast, as an absolute path; whether this
+    call created it). Checked first (train.run_folder): a file, a file as parent, an unwritable place or a
+    folder holding a run that is not resumed (without --overwrite) is a ConfigError; stale temporaries of
+    interrupted saves are removed."""
     if cfg.out is None:
         cfg.out = broadcast_object(f"runs/{stem}-{time.strftime('%Y%m%d-%H%M%S')}", env)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    out = Path(cfg.out).absolute()
+    cfg.out = str(out)  # checkpoints and config.json name the folder wherever the run is resumed from
+    created = False
+    if env.is_main:
+        try:
+            created = check_out(out, resuming=cfg.resume is not None, overwrite=getattr(cfg, "overwrite", False))
+        except RunFolderError as e:
+            raise ConfigError(str(e)) from None
+        for p in clean_stale_temporaries(out):
+            log.info(f"removed {p} (left by an interrupted save)")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    return out, created
+
+
+def check_ops_backend(cfg: Config, env: DistEnv) -> None:
+    """--ops-backend triton needs a CUDA device (or TRITON_INTERPRET=1): found at start-up, not mid-step."""
+    if not getattr(cfg, "fused_ops", False) or getattr(cfg, "ops_backend", "auto") != "triton":
+        return
+    if env.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ConfigError(
+            f"--ops-backend triton needs a CUDA device (the run is on {env.device}); "
+            "use --ops-backend auto or torch, or set TRITON_INTERPRET=1 to run the kernels interpreted"
+        )
 
 
 def _setup(cfg: Config) -> DistEnv:
@@ -116,9 +142,13 @@ def run_entry(
     except (ConfigError, RuntimeError) as e:  # RuntimeError: the asked device is not there
         cleanup()
         return print_failure(ConfigError(str(e)))
+    out, created = None, False
     try:
-        out = out_dir(cfg, env, folder_stem(cfg, job))
-        return body(job, Session(cfg, env, out, choose_loader(cfg.loader), started))
+        check_ops_backend(cfg, env)
+        out, created = out_dir(cfg, env, folder_stem(cfg, job))
+        code = body(job, Session(cfg, env, out, choose_loader(cfg.loader), started))
+        created = False  # finished: the folder holds the run
+        return code
     except StopRequested as e:
         if env.is_main:
             print(f"{e}; {stop_hint.format(path=e.path)}", file=sys.stderr)
@@ -129,4 +159,6 @@ def run_entry(
     except (ConfigError, *RUN_FAILURES) as e:
         return print_failure(e)
     finally:
+        if created and out is not None and env.is_main:
+            remove_if_empty(out)  # a failed run that wrote nothing leaves no empty folder behind
         cleanup()

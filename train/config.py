@@ -120,6 +120,7 @@ class Config:
     data_root: str | None = _opt(None, "data", "data folder (real recipes; default $DDAKERN_DATA); synthetic: cache")
     out: str | None = _opt(None, "run", "run folder (default runs/<recipe>-<model>-<timestamp>)")
     resume: str | None = _opt(None, "run", "checkpoint to continue from, or 'auto' (latest last.pt)")
+    overwrite: bool = _opt(False, "run", "replace the results already in --out (otherwise such a folder is refused)")
     model: str = _opt("resnet34_dda", "model", "model name from ddakern.models.list_models()")
     dda_stages: tuple[int, ...] = _opt((1, 2, 3, 4), "model", "DDA stages of *_dda models, e.g. 1,2,3,4 or 3,4")
     dda_width: int | None = _opt(None, "model", "DDA upsampler width (default 512/612)")
@@ -215,7 +216,7 @@ class Config:
 
 FIELDS = {f.name: f for f in fields(Config)}
 TYPES = typing.get_type_hints(Config)
-_NOT_CONFIGURABLE_FROM_FILE = {"resume"}
+_NOT_CONFIGURABLE_FROM_FILE = {"resume", "overwrite"}
 
 RENAMED = {"fused_kernels": "fused_ops", "kernels": "ops_backend"}
 """Old option names (flags, TOML keys, configs saved in checkpoints) -> current ones."""
@@ -291,7 +292,10 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in values.items():
         key = keys.get(name, name)
-        if name not in FIELDS or name in _NOT_CONFIGURABLE_FROM_FILE:
+        if name in _NOT_CONFIGURABLE_FROM_FILE:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{path}: option {key!r} cannot be set from a file; pass {flag} on the command line")
+        if name not in FIELDS:
             raise ConfigError(f"{path}: unknown option {key!r}")
         out[name] = parse_value(name, value, f"{path}: {key}")
     return out

@@ -157,6 +157,11 @@ class Trainer:
                 dist.broadcast(t, src=0)
 
     # ---- training ----------------------------------------------------------------------------
+    def _saved_checkpoints(self) -> str:
+        """What a user can go back to after a failure: the checkpoints that exist, or that none does."""
+        found = [str(self.out / n) for n in ("last.pt", "best.pt") if (self.out / n).is_file()]
+        return f"last good checkpoint: {', '.join(found)}" if found else "no checkpoint was saved yet"
+
     def _check_step(self, loss: torch.Tensor, epoch: int, step: int) -> int:
         """NaN guard and signal check in one collective; raises NonFiniteLoss, returns the signal (0: none)."""
         signum = float(self.signals.signum if self.signals else 0)
@@ -165,7 +170,7 @@ class Trainer:
         if bad:
             raise NonFiniteLoss(
                 f"non-finite loss at epoch {epoch + 1}, step {step + 1} (global step {self.state.global_step + 1}); "
-                f"stopped without saving this state; last good checkpoint: {self.out / 'last.pt'}"
+                f"stopped without saving this state; {self._saved_checkpoints()}"
             )
         return int(signum)
 

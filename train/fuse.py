@@ -106,7 +106,15 @@ def configure(argv: Sequence[str]) -> tuple[Config, tuple[argparse.Namespace, li
     base = {k: v for k, v in ckpts[0]["config"].items() if k not in _MEMBER_KEYS_NOT_INHERITED}
     base.update(FUSION_DEFAULTS[args.method], early_stop=0, scheduler="none")
     base = {k: v for k, v in base.items() if not k.startswith("debug_")}
-    return resolve(cli, toml, base=base), (args, ckpts)
+    cfg = resolve(cli, toml, base=base)
+    for key in ("image_size", "normalize"):  # the members only work on the inputs they were trained on
+        if getattr(cfg, key) != ckpts[0][key]:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{flag} {getattr(cfg, key)}: the members were trained with {ckpts[0][key]} ({args.members[0]}); "
+                f"drop {flag} to use theirs"
+            )
+    return cfg, (args, ckpts)
 
 
 def fuse(job: tuple[argparse.Namespace, list[dict[str, Any]]], session: Session) -> int:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from train.run_folder import apply_umask
+
 if TYPE_CHECKING:
     from train.checkpoint import State
     from train.cli import Session
@@ -33,6 +35,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        apply_umask(Path(tmp))  # mkstemp made it 0600; results get the user's umask like any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,6 +14,8 @@ log = logging.getLogger("train")
 def replay_epochs(loader: Any, epochs: int) -> None:
     """Run the input pipeline through `epochs` earlier epochs (data only, no training): a DALI pipeline's
     augmentation stream runs on across epochs, so this reaches the state an uninterrupted run had."""
+    if epochs <= 0:
+        return
     log.info(f"resume: replaying the input pipeline's first {epochs} epoch(s) (no training)")
     for k in range(epochs):
         loader.set_epoch(k)

@@ -19,7 +19,7 @@ import torch
 from ddakern.models import create
 from train import checkpoint as ckpt_io
 from train.cli import Session, enable_fused_ops, run_entry, seed_everything
-from train.config import Config, parse_cli, resolve
+from train.config import Config, ConfigError, parse_cli, resolve
 from train.engine import Trainer
 from train.evaluate import evaluate_all
 from train.report import run_summary, write_json, write_outputs
@@ -44,9 +44,15 @@ def configure(argv: Sequence[str]) -> tuple[Config, dict[str, Any] | None]:
     ckpt = ckpt_io.load(path)
     # debug switches and the resume source apply to one invocation only
     base = {k: v for k, v in ckpt["config"].items() if not k.startswith("debug_") and k != "resume"}
-    base["out"] = base.get("out") or str(path.parent)
     cfg = resolve(cli, toml, base=base)
-    cfg.resume = str(path)
+    # the run continues in the checkpoint's own folder, wherever it is resumed from or whatever --out says
+    home = path.absolute().parent
+    if cli.get("out") is not None and Path(cli["out"]).absolute() != home:
+        print(f"--resume {path}: continuing in the checkpoint's folder {home}, not --out {cli['out']}", file=sys.stderr)
+    cfg.out, cfg.resume = str(home), str(path)
+    saved = ckpt.get("dataset") or ckpt["config"].get("recipe")
+    if ckpt.get("dataset") is not None and ckpt["dataset"] != cfg.dataset:
+        raise ckpt_io.CheckpointError(f"{path}: checkpoint was trained on {saved}, this run reads {cfg.dataset}")
     return cfg, ckpt
 
 
@@ -84,10 +90,23 @@ def finish(trainer: Trainer, session: Session, outcome: str, splits: dict) -> di
     return summary
 
 
+def check_batches(cfg: Config, env: Any, splits: dict) -> None:
+    """An epoch without a single full batch (training drops the incomplete last one) would train nothing and
+    still report a model: refuse it before anything is written."""
+    n = len(splits["train"])
+    if n // env.world_size < cfg.batch_size:
+        per = f" x {env.world_size} processes" if env.world_size > 1 else ""
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size}{per} is larger than the training set ({n} images): no full batch "
+            f"to train on; use --batch-size {max(1, n // env.world_size)} or less"
+        )
+
+
 def train(ckpt: dict[str, Any] | None, session: Session) -> int:
     """The body of train.run: data, model, loaders, training, final evaluation and report."""
     cfg, env, out = session.cfg, session.env, session.out
     splits = load_data(cfg, env)
+    check_batches(cfg, env, splits)
     class_names = splits["train"].class_names
     if env.is_main:
         write_json(out / "config.json", cfg.to_dict())
@@ -100,6 +119,11 @@ def train(ckpt: dict[str, Any] | None, session: Session) -> int:
     net = build_net(cfg, len(class_names), env.device)
     if env.rank:
         torch.manual_seed(cfg.seed + env.rank)  # distinct dropout streams per rank
+    if ckpt is not None and list(ckpt["class_names"]) != list(class_names):
+        raise ckpt_io.CheckpointError(
+            f"{cfg.resume}: checkpoint classes ({', '.join(ckpt['class_names'])}) are not the data's "
+            f"({', '.join(class_names)}); resume it on the data set it was trained on"
+        )
     loaders = make_loaders(cfg, env, splits, session.loader)
     replay = session.loader == "dali" and cfg.augment != "none"
     trainer = Trainer(cfg, env, net, class_names, loaders, out, splits["train"].labels, replay)

@@ -51,7 +51,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except UnsafeFileError as e:
         raise WeightsError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
-        raise WeightsError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from None
+        # torch's own text spans lines and gives weights_only advice that does not apply: keep one line
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        if "weights_only" in reason or "Weights only" in reason:
+            reason = "not a PyTorch state dict of tensors"
+        raise WeightsError(f"{path} is not a readable checkpoint: {reason}") from None
     for wrapper in ("state_dict", "model", "net"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from .errors import DataError
+from .imagecheck import file_problem
 from .loader_spec import LoaderSpec
 from .recipes import norm_constants
 from .samples import SampleSet
@@ -21,6 +23,7 @@ class _BatchSource:
 
     def __init__(self, samples: SampleSet, batch_size: int, shard: dict) -> None:
         self.samples, self.batch_size, self.shard, self.epoch = samples, batch_size, shard, 0
+        self.recent: deque[np.ndarray] = deque(maxlen=4)  # batches handed to DALI, newest last (prefetch)
         if samples.kind == "array":
             self.images = samples.images if samples.images.ndim == 4 else samples.images[..., None]
 
@@ -42,6 +45,7 @@ class _BatchSource:
         labels = self.samples.labels
         for start in range(0, stop, self.batch_size):
             idx = order[start : start + self.batch_size]
+            self.recent.append(idx)
             yield [self._item(i) for i in idx], [labels[i : i + 1] for i in idx]
 
 
@@ -130,16 +134,45 @@ class DaliLoader:
         n, w, r = len(self.samples), self.world_size, self.rank  # readers.file evaluation shard
         return batch_count(((r + 1) * n) // w - (r * n) // w, self.batch_size, self.drop_last)
 
+    def _failure(self, error: RuntimeError, batches_done: int) -> DataError:
+        """One line for a pipeline failure: the undecodable file when one of the batches in flight has one."""
+        if self.samples.kind == "files":
+            if self._source is not None:
+                candidates = [int(i) for idx in self._source.recent for i in idx]
+            else:  # readers.file: this rank's contiguous shard, read a few batches ahead
+                n, w, r = len(self.samples), self.world_size, self.rank
+                lo = (r * n) // w + batches_done * self.batch_size
+                candidates = list(range(lo, min(((r + 1) * n) // w, lo + 4 * self.batch_size)))
+            for i in candidates:
+                path = self.samples.files[i]
+                if (problem := file_problem(path)) is not None:
+                    return DataError(f"{path}: {problem} (found by the DALI loader in epoch {self._epoch})")
+        lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith(("Failed", "Error in"))), lines[-1] if lines else "")
+        return DataError(f"DALI input pipeline failed in epoch {self._epoch}: {detail.rstrip(' :')}")
+
+    def _next_batch(self, batches_done: int):
+        """The next DALI output (None at the end of the pass); a pipeline failure becomes one DataError."""
+        try:
+            if self._iterator is None:
+                self._iterator = self._build()  # DALI's iterator runs the first batch while it is built
+            return next(self._iterator)
+        except StopIteration:
+            return None
+        except RuntimeError as e:  # a DALI pipeline that failed is no longer usable: rebuild next time
+            self._iterator, self._finished = None, True
+            raise self._failure(e, batches_done) from None
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self._iterator is None:
-            self._iterator = self._build()
-        else:
+        if self._iterator is not None:
             if not self._finished:  # the last pass was abandoned early: DALI can only reset at the end
                 for _ in self._iterator:
                     pass
             self._iterator.reset()
         self._finished = False
-        for data in self._iterator:
+        done = 0
+        while (data := self._next_batch(done)) is not None:
+            done += 1
             out = data[0]
             labels = out["labels"].reshape(-1)
             if labels.numel() == 0:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 
 from .errors import DataError
 from .samples import FER2013_CLASSES, FERPLUS_CLASSES, FERPLUS_COLUMNS, SampleSet
+from .textlines import csv_records, is_integer, is_natural, shown
 
 log = logging.getLogger("train.data")
 
@@ -60,59 +59,56 @@ def find_ferplus_csv(root: Path) -> Path:
     raise DataError(f"FERPlus label file not found; looked for: {', '.join(str(p) for p in looked)}")
 
 
-def _open_csv(path: Path, required: tuple[str, ...]) -> tuple[csv.DictReader, TextIO]:
-    try:
-        fh = open(path, newline="", encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror})") from None
-    reader = csv.DictReader(fh)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in required if c not in header]
-    if missing:
-        fh.close()
-        raise DataError(f"{path} line 1: header lacks column(s) {', '.join(missing)} (found: {', '.join(header)})")
-    reader.fieldnames = header
-    return reader, fh
-
-
 def _parse_pixels(text: str) -> tuple[np.ndarray | None, str | None]:
+    """48x48 uint8 image from FER2013's space-separated pixel values, or (None, problem)."""
     raw = text.strip().encode()
     if raw.translate(None, _DIGITS):
-        bad = next(t for t in text.split() if not t.isdigit())
-        return None, f"non-integer pixel {bad!r}"
-    values = np.fromstring(raw, dtype=np.int64, sep=" ") if raw else np.zeros(0, np.int64)
-    if values.size != FER_PIXELS:
-        return None, f"pixels has {values.size} values, expected {FER_PIXELS} (48x48)"
-    if values.max() > 255:
-        return None, f"pixel value {int(values.max())} out of range 0..255"
+        for token in text.strip().split(" "):
+            if token and not is_natural(token):
+                if any(c.isspace() for c in token):
+                    sep = next(c for c in token if c.isspace())
+                    return None, f"pixels separated by {sep!r}; FER2013 pixels are separated by spaces"
+                return None, f"non-integer pixel {shown(token, 20)}"
+        return None, f"non-integer pixels {shown(text.strip(), 20)}"
+    tokens = raw.split()
+    if len(tokens) != FER_PIXELS:
+        return None, f"pixels has {len(tokens)} values, expected {FER_PIXELS} (48x48)"
+    too_big = next((t for t in tokens if len(t) > 3 and int(t) > 255), None)
+    values = np.fromstring(raw, dtype=np.int64, sep=" ") if too_big is None else None
+    if values is None or values.max() > 255:
+        big = int(too_big) if too_big is not None else int(values.max())
+        return None, f"pixel value {big if big < 10**9 else '>1e9'} out of range 0..255"
     return values.astype(np.uint8).reshape(FER_SIZE, FER_SIZE), None
+
+
+def _check_emotion(text: str) -> tuple[int | None, str | None]:
+    text = text.strip()
+    if not is_integer(text):
+        return None, f"emotion {shown(text, 20)} is not an integer"
+    if not 0 <= int(text) < len(FER2013_CLASSES):
+        return None, f"label {text} out of range 0..{len(FER2013_CLASSES) - 1}"
+    return int(text), None
 
 
 def _read_fer_rows(path: Path, check_emotion: bool) -> list[_Row]:
     """Every data row of the CSV, in order; bad rows carry `problem` instead of data."""
-    reader, fh = _open_csv(path, ("pixels", "Usage") + (("emotion",) if check_emotion else ()))
+    required = (("emotion",) if check_emotion else ()) + ("pixels", "Usage")
     rows: list[_Row] = []
-    with fh:
-        for rec in reader:
-            line = reader.line_num
-            usage = (rec.get("Usage") or "").strip()
-            problem = None
-            if usage not in USAGE_TO_SPLIT:
-                problem = f"unknown Usage {usage!r} (expected Training, PublicTest or PrivateTest)"
-                usage = None
-            emotion = None
-            if problem is None and check_emotion:
-                text = (rec.get("emotion") or "").strip()
-                if not text.lstrip("-").isdigit():
-                    problem = f"emotion {text!r} is not an integer"
-                elif not 0 <= int(text) < len(FER2013_CLASSES):
-                    problem = f"label {text} out of range 0..{len(FER2013_CLASSES) - 1}"
-                else:
-                    emotion = int(text)
-            image = None
-            if problem is None:
-                image, problem = _parse_pixels(rec.get("pixels") or "")
-            rows.append(_Row(line, usage, image, emotion, problem))
+    for line, rec, problem in csv_records(path, required):
+        if rec is None:
+            rows.append(_Row(line, None, None, None, problem))
+            continue
+        usage = rec["Usage"].strip()
+        if usage not in USAGE_TO_SPLIT:
+            problem = f"unknown Usage {shown(usage, 20)} (expected Training, PublicTest or PrivateTest)"
+            usage = None
+        emotion = None
+        if problem is None and check_emotion:
+            emotion, problem = _check_emotion(rec["emotion"])
+        image = None
+        if problem is None:
+            image, problem = _parse_pixels(rec["pixels"])
+        rows.append(_Row(line, usage, image, emotion, problem))
     return rows
 
 
@@ -164,41 +160,39 @@ def read_ferplus(fer_csv: Path, ferplus_csv: Path, *, skip_bad: bool = False) ->
     """
     fer_csv, ferplus_csv = Path(fer_csv), Path(ferplus_csv)
     fer_rows = _read_fer_rows(fer_csv, check_emotion=False)
-    reader, fh = _open_csv(ferplus_csv, ("Usage", "Image name") + FERPLUS_COLUMNS)
     bad: list[tuple[Path, int, str]] = [(fer_csv, r.line, r.problem) for r in fer_rows if r.problem]
     kept: dict[str, tuple[list[_Row], list[int]]] = {u: ([], []) for u in USAGE_TO_SPLIT}
     skipped = dict.fromkeys(USAGE_TO_SPLIT, 0)
     dropped = 0
     n_new = 0
-    with fh:
-        for i, rec in enumerate(reader):
-            n_new += 1
-            line = reader.line_num
-            if i >= len(fer_rows):
-                continue
-            fer = fer_rows[i]
-            usage = (rec.get("Usage") or "").strip()
-            problem = None
-            if usage not in USAGE_TO_SPLIT:
-                problem = f"unknown Usage {usage!r} (expected Training, PublicTest or PrivateTest)"
-            elif fer.usage is not None and usage != fer.usage:
-                problem = f"Usage {usage!r} differs from {fer_csv.name} line {fer.line} ({fer.usage!r})"
-            texts = [(rec.get(c) or "").strip() for c in FERPLUS_COLUMNS]
-            if problem is None:
-                nonint = [t for t in texts if not t.isdigit()]
-                if nonint:
-                    problem = f"vote count {nonint[0]!r} is not a non-negative integer"
-            if problem is not None:
-                bad.append((ferplus_csv, line, problem))
-            if problem is not None or fer.problem is not None:
-                skipped[usage if usage in skipped else "Training"] += 1
-                continue
-            label = ferplus_label(np.array([int(t) for t in texts], dtype=np.int64))
-            if not (rec.get("Image name") or "").strip() or label is None:
-                dropped += 1
-                continue
-            kept[usage][0].append(fer)
-            kept[usage][1].append(label)
+    for i, (line, rec, problem) in enumerate(csv_records(ferplus_csv, ("Usage", "Image name") + FERPLUS_COLUMNS)):
+        n_new += 1
+        if i >= len(fer_rows):
+            continue
+        fer = fer_rows[i]
+        usage = "" if rec is None else rec["Usage"].strip()
+        if problem is None and usage not in USAGE_TO_SPLIT:
+            problem = f"unknown Usage {shown(usage, 20)} (expected Training, PublicTest or PrivateTest)"
+        elif problem is None and fer.usage is not None and usage != fer.usage:
+            problem = f"Usage {usage!r} differs from {fer_csv.name} line {fer.line} ({fer.usage!r})"
+        texts = [] if rec is None else [rec[c].strip() for c in FERPLUS_COLUMNS]
+        if problem is None:
+            nonint = [t for t in texts if not is_natural(t)]
+            if nonint:
+                problem = f"vote count {shown(nonint[0], 20)} is not a non-negative integer"
+            elif max(len(t) for t in texts) > 9:
+                problem = f"vote count {max(texts, key=len)[:20]} is implausibly large"
+        if problem is not None:
+            bad.append((ferplus_csv, line, problem))
+        if problem is not None or fer.problem is not None:
+            skipped[usage if usage in skipped else (fer.usage or "Training")] += 1
+            continue
+        label = ferplus_label(np.array([int(t) for t in texts], dtype=np.int64))
+        if not rec["Image name"].strip() or label is None:
+            dropped += 1
+            continue
+        kept[usage][0].append(fer)
+        kept[usage][1].append(label)
     if n_new != len(fer_rows):
         raise DataError(
             f"{ferplus_csv}: {n_new} data rows but {fer_csv.name} has {len(fer_rows)}; they must match row by row"

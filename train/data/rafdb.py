@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .errors import DataError
+from .imagecheck import check_images, file_problem
 from .samples import RAFDB_CLASSES, SampleSet
+from .textlines import is_integer, read_lines, shown
 
 log = logging.getLogger("train.data")
 
@@ -44,9 +47,8 @@ def find_rafdb(root: Path) -> tuple[Path, Path]:
     raise DataError(f"RAF-DB label file {LABEL_FILE} not found; looked for: {', '.join(looked)}")
 
 
-def check_jpeg(path: Path) -> str | None:
-    """None when `path` looks like a complete JPEG, else the problem. Cheap: start and end markers and
-    PIL's header parse (no pixel decode); decode errors later name the file too."""
+def jpeg_header_problem(path: Path) -> str | None:
+    """Cheap first look (start and end markers, PIL's header parse): None when `path` looks like a JPEG."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(3)
@@ -66,61 +68,126 @@ def check_jpeg(path: Path) -> str | None:
     return None
 
 
+def check_jpeg(path: Path) -> str | None:
+    """None when `path` is a complete JPEG that decodes cleanly, else the problem (header check, then a
+    strict full decode: damaged entropy-coded data is found here, not mid-epoch in the loader)."""
+    return jpeg_header_problem(path) or file_problem(path)
+
+
 def _image_path(image_dir: Path, name: str) -> Path | None:
     stem = Path(name).stem
     for candidate in (image_dir / f"{stem}_aligned.jpg", image_dir / name):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte
+            return None
     return None
+
+
+@dataclass
+class _Entry:
+    line: int
+    split: str
+    name: str = ""
+    label: int = -1
+    path: Path | None = None
+    problem: str | None = None
+
+
+def _parse_line(number: int, text: str | None, problem: str | None, image_dir: Path) -> _Entry | None:
+    """One label-file line as an entry (None for a blank line); a bad line carries `problem`."""
+    if text is None:
+        return _Entry(number, "train", problem=problem)
+    parts = text.split()
+    if not parts:
+        return None
+    split = parts[0].split("_")[0]
+    entry = _Entry(number, split if split in SPLITS else "train", name=parts[0])
+    if len(parts) != 2:
+        entry.problem = f"expected '<name> <label>', got {shown(text.strip())}"
+    elif split not in SPLITS:
+        entry.problem = f"image name {shown(parts[0])} does not start with train_ or test_"
+    elif not is_integer(parts[1]):
+        entry.problem = f"label {shown(parts[1], 20)} is not an integer"
+    elif not 1 <= int(parts[1]) <= len(RAFDB_CLASSES):
+        entry.problem = f"label {parts[1]} out of range 1..{len(RAFDB_CLASSES)}"
+    else:
+        entry.label = int(parts[1]) - 1
+        entry.path = _image_path(image_dir, parts[0])
+        if entry.path is None:
+            entry.problem = f"image {Path(parts[0]).stem}_aligned.jpg missing from {image_dir}"
+    return entry
+
+
+def _drop_duplicates(label_file: Path, entries: list[_Entry], skip_bad: bool) -> list[_Entry]:
+    """Repeated images: an identical repeat is dropped with a warning; a repeat with another label is an
+    error naming both lines (with skip_bad, every line of that image becomes bad)."""
+    first: dict[Path, _Entry] = {}
+    repeats: list[tuple[_Entry, _Entry]] = []
+    for e in entries:
+        if e.problem is not None or e.path is None:
+            continue
+        seen = first.setdefault(e.path, e)
+        if seen is e:
+            continue
+        if seen.label == e.label:
+            e.problem = "duplicate"
+            repeats.append((seen, e))
+            continue
+        conflict = (
+            f"{e.name} labelled {e.label + 1} here but {seen.label + 1} on line {seen.line} (conflicting duplicate)"
+        )
+        if not skip_bad:
+            raise DataError(f"{label_file} line {e.line}: {conflict}")
+        e.problem = conflict
+        if seen.problem is None:
+            seen.problem = f"{seen.name} labelled {seen.label + 1} here but {e.label + 1} on line {e.line}"
+    if repeats:
+        seen, e = repeats[0]
+        log.warning(
+            f"{label_file}: ignored {len(repeats)} duplicate line(s) (first: line {e.line} repeats line {seen.line},"
+            f" {e.name} {e.label + 1})"
+        )
+    return [e for e in entries if e.problem != "duplicate"]
+
+
+def _verify_images(entries: list[_Entry]) -> None:
+    """check_jpeg on every image, cached (train.data.imagecheck); problems land on the entries."""
+    todo = [e for e in entries if e.problem is None and e.path is not None]
+    problems = check_images([e.path for e in todo], check=check_jpeg)
+    for e in todo:
+        if e.path in problems:
+            e.problem = f"image {e.path}: {problems[e.path]}"
 
 
 def read_rafdb(
     label_file: Path, image_dir: Path, *, skip_bad: bool = False, verify: bool = True
 ) -> dict[str, SampleSet]:
-    """RAF-DB splits "train" and "test" (image files, labels 0..6 in RAF-DB order)."""
+    """RAF-DB splits "train" and "test" (image files, labels 0..6 in RAF-DB order).
+
+    verify: decode every image once (cached, see train.data.imagecheck) so a corrupt file is reported
+    (or skipped) here, not mid-epoch.
+    """
     label_file, image_dir = Path(label_file), Path(image_dir)
-    try:
-        lines = label_file.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"{label_file}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{label_file}: not a text file") from None
-    kept: dict[str, tuple[list[Path], list[int]]] = {s: ([], []) for s in SPLITS}
-    skipped = dict.fromkeys(SPLITS, 0)
-    first_bad: str | None = None
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        parts = text.split()
-        split = parts[0].split("_")[0] if parts else ""
-        problem = None
-        if len(parts) != 2:
-            problem = f"expected '<name> <label>', got {text.strip()!r}"
-        elif split not in SPLITS:
-            problem = f"image name {parts[0]!r} does not start with train_ or test_"
-        elif not parts[1].lstrip("-").isdigit():
-            problem = f"label {parts[1]!r} is not an integer"
-        elif not 1 <= int(parts[1]) <= len(RAFDB_CLASSES):
-            problem = f"label {parts[1]} out of range 1..{len(RAFDB_CLASSES)}"
-        path = None
-        if problem is None:
-            path = _image_path(image_dir, parts[0])
-            if path is None:
-                problem = f"image {Path(parts[0]).stem}_aligned.jpg missing from {image_dir}"
-            elif verify and (reason := check_jpeg(path)) is not None:
-                problem = f"image {path}: {reason}"
-        if problem is not None:
-            message = f"{label_file} line {number}: {problem}"
-            if not skip_bad:
-                raise DataError(message)
-            first_bad = first_bad or message
-            skipped[split if split in skipped else "train"] += 1
-            continue
-        kept[split][0].append(path)
-        kept[split][1].append(int(parts[1]) - 1)
-    if first_bad:
-        log.warning(f"{label_file}: skipped {sum(skipped.values())} malformed sample(s) (first: {first_bad})")
-    return {
-        s: SampleSet("files", None, kept[s][0], np.asarray(kept[s][1], np.int64), RAFDB_CLASSES, skipped[s], label_file)
-        for s in SPLITS
-    }
+    entries = [e for n, t, p in read_lines(label_file) if (e := _parse_line(n, t, p, image_dir)) is not None]
+    first_bad = next((e for e in entries if e.problem is not None), None)
+    if first_bad is not None and not skip_bad:
+        raise DataError(f"{label_file} line {first_bad.line}: {first_bad.problem}")
+    entries = _drop_duplicates(label_file, entries, skip_bad)
+    if verify:
+        _verify_images(entries)
+    bad = [e for e in entries if e.problem is not None]
+    if bad and not skip_bad:
+        raise DataError(f"{label_file} line {bad[0].line}: {bad[0].problem}")
+    if bad:
+        log.warning(
+            f"{label_file}: skipped {len(bad)} malformed sample(s) (first: line {bad[0].line}: {bad[0].problem})"
+        )
+    out: dict[str, SampleSet] = {}
+    for s in SPLITS:
+        good = [e for e in entries if e.split == s and e.problem is None]
+        n_bad = sum(1 for e in bad if e.split == s)
+        labels = np.asarray([e.label for e in good], np.int64)
+        out[s] = SampleSet("files", None, [e.path for e in good], labels, RAFDB_CLASSES, n_bad, label_file)
+    return out

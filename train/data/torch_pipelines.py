@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,8 +34,23 @@ def load_image(samples: SampleSet, index: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image ({e})") from None
+    except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
+        raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split()) or type(e).__name__})") from None
+
+
+class BadSample(NamedTuple):
+    """Stands in for a sample (or batch) that failed to load, so a worker process reports it in one line
+    through the main process instead of a worker traceback."""
+
+    message: str
+
+
+def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor] | BadSample:
+    """torch's default collation, or the first BadSample of the batch."""
+    for item in batch:
+        if isinstance(item, BadSample):
+            return item
+    return torch.utils.data.default_collate(batch)
 
 
 def _affine(x: torch.Tensor, theta: list[list[float]], padding: str) -> torch.Tensor:
@@ -125,9 +141,12 @@ class SampleDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | BadSample:
         index, epoch = key
-        image = load_image(self.samples, index)
+        try:
+            image = load_image(self.samples, index)
+        except DataError as e:
+            return BadSample(str(e))
         rng = np.random.default_rng([self.seed, epoch, index])
         kw = dict(image_size=self.image_size, recipe=self.recipe, rng=rng, mean=self.mean, std=self.std)
         if self.views:
@@ -184,6 +203,7 @@ class TorchLoader:
             num_workers=workers,
             persistent_workers=workers > 0,
             worker_init_fn=_worker_init if workers else None,
+            collate_fn=collate,
             pin_memory=self.device.type == "cuda",
         )
 
@@ -195,7 +215,10 @@ class TorchLoader:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for x, y in self.loader:
+        for batch in self.loader:
+            if isinstance(batch, BadSample):
+                raise DataError(batch.message)
+            x, y = batch
             if self.views:
                 x = x.transpose(0, 1)
             yield x.to(self.device, non_blocking=True), y.to(self.device, torch.int64, non_blocking=True)

@@ -1,0 +1,210 @@
+"""A new user's mistakes through the real CLIs (`python -m train.run` / `train.fuse` in subprocesses).
+
+Each case asserts the exit code, one stderr line naming the file or flag, and for the cases that used to
+lose work, that the earlier results are still there and loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train import checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--model", "resnet18", "--image-size", "32", "--batch-size", "8", "--no-tta", "--augment", "none",
+    "--synthetic-train", "16", "--synthetic-val", "8", "--synthetic-test", "8", "--loader", "torch",
+    "--workers", "0", "--no-progress", "--device", "cpu", "--threads", "1",
+]  # fmt: skip
+
+
+def cli(args: list[str], cwd: Path, module: str = "train.run", **env_extra: str) -> tuple[int, str, list[str]]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **env_extra)
+    env.pop("TRITON_INTERPRET", None) if "TRITON_INTERPRET" not in env_extra else None
+    p = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    return p.returncode, p.stdout, [ln for ln in p.stderr.splitlines() if ln.strip()]
+
+
+def one_line(rc: int, err: list[str], code: int, *needles: str, after_start: bool = False) -> None:
+    """Exit code `code` and a single `error:` line naming `needles`; with after_start, the run's own
+    progress lines (logged before the failure) may come first, but the error is still one line, last."""
+    assert rc == code, err
+    errors = [ln for ln in err if ln.startswith("error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0] and (after_start or len(err) == 1), err
+    assert not any("Traceback" in ln for ln in err), err
+    for needle in needles:
+        assert needle in errors[0], err
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("synthetic")
+
+
+@pytest.fixture(scope="module")
+def trained(data: Path, tmp_path_factory) -> Path:
+    """A finished one-epoch run (its folder); tests copy it before changing anything."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", str(out), "--epochs", "1"], ROOT)
+    assert rc == 0, err
+    return out
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_resume_from_another_directory_and_into_another_out(data: Path, trained: Path, tmp_path: Path) -> None:
+    run = copy_run(trained, tmp_path / "a" / "run")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = [*TINY, "--data-root", str(data), "--epochs", "2", "--resume", str(run / "last.pt"), "--out", "other"]
+    rc, out, err = cli(args, elsewhere)
+    assert rc == 0, err
+    assert f"report: {run / 'summary.json'}" in out
+    assert any("continuing in the checkpoint's folder" in line for line in err), err
+    assert not (elsewhere / "other").exists() and not (elsewhere / "runs").exists()
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert summary["epochs_run"] == 2
+    assert checkpoint.load(run / "best.pt")["epoch"] >= 1
+
+
+def test_existing_out_is_refused_and_kept(data: Path, trained: Path, tmp_path: Path) -> None:
+    run = copy_run(trained, tmp_path / "run")
+    before = (run / "best.pt").read_bytes()
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", str(run), "--epochs", "1"], ROOT)
+    one_line(rc, err, 2, f"--out {run} already holds a run", "--resume auto", "--overwrite")
+    assert (run / "best.pt").read_bytes() == before
+    assert checkpoint.load(run / "best.pt")["model_name"] == "resnet18"
+
+
+@pytest.mark.parametrize("loader", ["torch", "dali"])
+def test_batch_larger_than_training_set_is_one_error(data: Path, tmp_path: Path, loader: str) -> None:
+    out = tmp_path / "runs" / "x"
+    args = [*TINY, "--data-root", str(data), "--out", str(out), "--batch-size", "64", "--loader", loader]
+    rc, _, err = cli(args, tmp_path)
+    one_line(rc, err, 2, "--batch-size 64 is larger than the training set (16 images)")
+    assert not out.exists()  # nothing written: no empty run folder either
+
+
+def test_non_finite_loss_in_the_first_epoch_says_no_checkpoint_exists(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", str(out), "--debug-nan-at-step", "1"], ROOT)
+    one_line(rc, err, 1, "non-finite loss at epoch 1, step 1", "no checkpoint was saved yet", after_start=True)
+    assert "last.pt" not in err[-1] and not (out / "last.pt").exists()
+
+
+def test_resume_on_another_data_set_is_refused(data: Path, trained: Path, tmp_path: Path) -> None:
+    run = copy_run(trained, tmp_path / "run")
+    raf = data / "rafdb"  # the synthetic set's RAF-DB copy: also 7 classes, other names and order
+    args = ["--recipe", "rafdb", "--data-root", str(raf), "--resume", str(run / "last.pt"), "--epochs", "2"]
+    rc, _, err = cli(args, ROOT)
+    one_line(rc, err, 1, str(run / "last.pt"), "trained on fer2013", "rafdb")
+    assert checkpoint.load(run / "last.pt")["epoch"] == 1
+
+
+def test_fuse_with_another_image_size_is_refused(data: Path, trained: Path, tmp_path: Path) -> None:
+    best = str(trained / "best.pt")
+    args = ["--method", "late", "--members", best, best, "--image-size", "48", "--out", str(tmp_path / "f")]
+    rc, _, err = cli([*args, "--data-root", str(data), "--device", "cpu", "--no-progress"], ROOT, "train.fuse")
+    one_line(rc, err, 2, "--image-size 48", "trained with 32")
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("module", ["train.run", "train.fuse"])
+@pytest.mark.parametrize("kind", ["file", "file-parent"])
+def test_bad_out_is_one_line(data: Path, trained: Path, tmp_path: Path, module: str, kind: str) -> None:
+    (tmp_path / "f").write_text("not a folder")
+    out = tmp_path / "f" if kind == "file" else tmp_path / "f" / "run"
+    if module == "train.run":
+        args = [*TINY, "--data-root", str(data), "--out", str(out)]
+    else:
+        best = str(trained / "best.pt")
+        args = ["--method", "late", "--members", best, best, "--data-root", str(data), "--out", str(out)]
+    rc, _, err = cli(args, ROOT, module)
+    one_line(rc, err, 2, f"--out {out}")
+    assert (tmp_path / "f").read_text() == "not a folder"
+
+
+def test_unwritable_out_is_one_line(data: Path) -> None:
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", "/proc/ddakern-run"], ROOT)
+    one_line(rc, err, 2, "--out /proc/ddakern-run: cannot write there")
+
+
+def test_cuda_without_cuda_is_one_line(data: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is there")
+    args = [*TINY, "--data-root", str(data), "--out", str(tmp_path / "run"), "--device", "cuda"]
+    rc, _, err = cli(args, ROOT)
+    one_line(rc, err, 2, "cuda")
+    assert not (tmp_path / "run").exists()
+
+
+def test_triton_backend_on_cpu_is_refused_at_start(data: Path, tmp_path: Path) -> None:
+    args = [*TINY, "--model", "resnet18_dda", "--fused-ops", "--ops-backend", "triton"]
+    rc, _, err = cli([*args, "--data-root", str(data), "--out", str(tmp_path / "run")], ROOT)
+    one_line(rc, err, 2, "--ops-backend triton needs a CUDA device")
+    rc, _, err = cli([*args[:-2], "--kernels", "triton", "--data-root", str(data), "--out", str(tmp_path / "r")], ROOT)
+    one_line(rc, err, 2, "--ops-backend triton needs a CUDA device")
+
+
+@pytest.mark.parametrize("module", ["train.run", "train.fuse"])
+def test_bad_resume_or_member_file_exits_1(data: Path, tmp_path: Path, module: str) -> None:
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(os.urandom(256))
+    if module == "train.run":
+        args = [*TINY, "--data-root", str(data), "--resume", str(bad)]
+    else:
+        args = ["--method", "late", "--members", str(bad), str(bad), "--data-root", str(data)]
+    rc, _, err = cli(args, tmp_path, module)
+    one_line(rc, err, 1, str(bad))
+
+
+def test_outputs_get_the_umask_and_stale_temporaries_go(data: Path, trained: Path, tmp_path: Path) -> None:
+    run = copy_run(trained, tmp_path / "run")
+    stale = run / ".best.pt.k2j3h4.tmp"
+    stale.write_bytes(b"0" * 4096)
+    args = [*TINY, "--data-root", str(data), "--epochs", "2", "--resume", str(run / "last.pt")]
+    p = subprocess.run(
+        ["sh", "-c", 'umask 022 && exec "$0" -m train.run "$@"', sys.executable, *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    assert not stale.exists()
+    assert "replaying the input pipeline's first 0 epoch(s)" not in p.stderr
+    for name in ("last.pt", "best.pt", "summary.json", "config.json"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o644, name
+
+
+def test_toml_resume_key_says_it_cannot_come_from_a_file(data: Path, tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text('resume = "auto"\n')
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--config", str(toml)], tmp_path)
+    one_line(rc, err, 2, str(toml), "'resume' cannot be set from a file", "--resume")
+
+
+def test_pretrained_random_file_is_one_line(data: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(os.urandom(512))
+    args = [*TINY, "--data-root", str(data), "--out", str(tmp_path / "run"), "--pretrained", str(bad)]
+    rc, _, err = cli(args, ROOT)
+    one_line(rc, err, 1, str(bad), after_start=True)
+    assert "weights_only" not in err[-1]
