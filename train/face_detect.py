@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -27,11 +27,11 @@ def _cv2():
     except ImportError:
         raise RuntimeError("face detection needs OpenCV: pip install 'opencv-python-headless>=4.8,<5'") from None
     if not hasattr(cv2, "CascadeClassifier"):
-        raise RuntimeError("this OpenCV has no Haar cascades (5.x dropped them): pip install 'opencv-python-headless<5'")
+        raise RuntimeError("OpenCV 5.x has no Haar cascades: pip install 'opencv-python-headless>=4.8,<5'")
     return cv2
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cascade_path(name: str) -> str:
     return _cv2().data.haarcascades + name
 
