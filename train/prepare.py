@@ -163,10 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --size and --margin must be >= 0, --workers >= 1", file=sys.stderr)
         return 2
     try:
-        r = prepare(
-            args.data_root, args.out, size=args.size, margin=args.margin, align=args.align,
-            workers=args.workers, progress=args.progress,
-        )  # fmt: skip
+        options = dict(size=args.size, margin=args.margin, align=args.align, workers=args.workers)
+        r = prepare(args.data_root, args.out, progress=args.progress, **options)
     except (DataError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -218,8 +218,21 @@ def detect_layout(root: Path, family: str | None = None) -> tuple[str, Path]:
     raise DataError(f"{root}: no known data layout found (looked for {', '.join(names)}); see README 'Data layouts'")
 
 
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, hold) sorted indices: each class gives round(fraction * count) samples, at least one when it
+    has two or more (so small class-folder sets still get every class in each split)."""
+    keep, hold = stratified_holdout(labels, fraction, seed)
+    short = [c for c in np.unique(labels) if np.sum(labels[hold] == c) == 0 and np.sum(labels == c) >= 2]
+    if not short:
+        return keep, hold
+    rng = np.random.default_rng([seed, 1])
+    extra = [rng.choice(np.flatnonzero(labels == c)) for c in short]
+    hold = np.sort(np.concatenate([hold, np.asarray(extra, np.int64)]))
+    return np.setdiff1d(np.arange(labels.size), hold), hold
+
+
 def _split_off(samples: SampleSet, fraction: float, seed: int) -> tuple[SampleSet, SampleSet]:
-    keep, hold = stratified_holdout(samples.labels, fraction, seed)
+    keep, hold = stratified_split(samples.labels, fraction, seed)
     kept = samples.subset(keep)
     kept.skipped = samples.skipped
     return kept, samples.subset(hold)
