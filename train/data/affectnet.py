@@ -80,6 +80,7 @@ def read_affectnet_csv(
     """One split of the official release: image files, labels, face boxes (x, y, w, h)."""
     classes = affectnet_classes(num_classes)
     files, labels, boxes, bad = [], [], [], []
+    prefix = os.fspath(images) + os.sep
     dropped: Counter[int] = Counter()
     try:
         fh = open(csv_path, newline="", encoding="utf-8")
@@ -106,7 +107,7 @@ def read_affectnet_csv(
             if label is None:
                 dropped[int(row[col["expression"]])] += 1
                 continue
-            files.append(images / rel)
+            files.append(prefix + rel)  # str: a Path per row costs seconds at 1M rows
             labels.append(label)
             boxes.append(box)
     _report(csv_path, bad, skip_bad)
