@@ -230,3 +230,14 @@ def test_jpegs_are_decodable(tmp_path: Path) -> None:
 
     with Image.open(jpeg(tmp_path / "a.jpg", 48, 3, gray=True)) as im:
         assert im.size == (48, 48) and im.format == "JPEG"
+
+
+def test_layouts_command_prints_one_line(tmp_path: Path, capsys) -> None:
+    from train.data.layouts import main
+
+    make_rafdb_kaggle(tmp_path / "raf", per_class=10)
+    assert main([str(tmp_path / "raf")]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("data: layout rafdb-kaggle in ") and "\n" not in out and "surprise 9" in out
+    assert main([str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.strip().endswith("missing: data folder does not exist")

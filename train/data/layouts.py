@@ -331,3 +331,35 @@ def holdout_record(layout: Layout) -> dict[str, Any]:
             entry["labels"] = np.asarray(s.labels).tolist()
         out[name] = entry
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m train.data.layouts DIR [--family F] [--layout L] [--classes a,b]`: print what is there."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m train.data.layouts", description="Show the data layout found in DIR.")
+    p.add_argument("root", type=Path)
+    p.add_argument("--family", choices=FAMILIES)
+    p.add_argument("--layout", choices=list(LAYOUTS))
+    p.add_argument("--classes", help="label order of class folders, comma-separated")
+    p.add_argument("--num-classes", type=int, default=8, choices=(7, 8), help="AffectNet classes")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        found = load_layout(
+            args.root,
+            family=args.family,
+            layout=args.layout,
+            classes=args.classes.split(",") if args.classes else None,
+            num_classes=args.num_classes,
+        )
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(describe(found))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
