@@ -60,15 +60,17 @@ def create(
     pretrained: str | os.PathLike | None = None,
     dda_stages: Iterable[int] = (1, 2, 3, 4),
     dropout: float = 0.4,
-    fused_kernels: bool = False,
+    fused_ops: bool = False,
+    fused_kernels: bool | None = None,
     **dda_options: Any,
 ) -> nn.Module:
     """Build a registered model.
 
     `pretrained`: None, "imagenet", "vggface2" (resnet50 hosts) or a state-dict file for the host.
     DDA variants (`*_dda`) get a DDA block after each stage in `dda_stages` (any subset, for the
-    stage ablation); `dda_options` (width, spatial_width) go to every block; `fused_kernels`
-    routes their gates and mask heads through the fused ops.
+    stage ablation); `dda_options` (width, spatial_width) go to every block; `fused_ops`
+    routes their gates and mask heads through the fused ops (`fused_kernels` is its old name, kept as
+    an alias).
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
@@ -78,7 +80,7 @@ def create(
     model = builder(num_classes=num_classes, dropout=dropout)
     if dda:
         stages = parse_stages(dda_stages)
-        attach(model, stages, fused=fused_kernels, **dda_options)
+        attach(model, stages, fused_ops=fused_ops or bool(fused_kernels), **dda_options)
     elif dda_options:
         raise ValueError(f"{name} has no DDA blocks; unexpected options {sorted(dda_options)}")
     if pretrained is not None:
