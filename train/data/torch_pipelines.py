@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .errors import DataError
+from .image_io import decode_rgb
 from .loader_spec import LoaderSpec
 from .recipes import LUMA, AugmentRecipe, norm_constants
 from .samples import SampleSet
@@ -29,12 +29,7 @@ def load_image(samples: SampleSet, index: int) -> np.ndarray:
     """uint8 H x W (gray) or H x W x 3 (RGB) image `index` of `samples`; DataError names a bad file."""
     if samples.kind == "array":
         return samples.images[index]
-    path = samples.files[index]
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image ({e})") from None
+    return decode_rgb(samples.files[index], None if samples.boxes is None else samples.boxes[index])
 
 
 def _affine(x: torch.Tensor, theta: list[list[float]], padding: str) -> torch.Tensor:
@@ -173,6 +168,7 @@ class TorchLoader:
         rank, world_size, seed, train = spec.rank, spec.world_size, spec.seed, spec.train
         drop_last, batch_size, views = spec.drop_last, spec.batch_size, spec.views
         shard = dict(rank=rank, world_size=world_size, seed=seed, shuffle=train, equal=train, drop_last=drop_last)
+        shard["labels"] = samples.labels if spec.balanced and train else None
         self.sampler = _BatchSampler(len(samples), batch_size, shard)
         dataset = SampleDataset(
             samples, image_size=spec.image_size, recipe=spec.recipe, normalize=spec.normalize, seed=seed, views=views
@@ -195,6 +191,13 @@ class TorchLoader:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        try:
+            yield from self._batches()
+        except DataError as e:  # from a worker process, torch prepends the worker's traceback: keep one line
+            lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+            raise DataError(lines[-1].removeprefix(f"{DataError.__module__}.DataError: ")) from None
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self.loader:
             if self.views:
                 x = x.transpose(0, 1)
