@@ -24,7 +24,7 @@ from train.data.layouts import Layout
 from train.engine import Trainer
 from train.evaluate import EvalResult, evaluate_all
 from train.report import run_summary, write_json, write_outputs
-from train.sources import load_data, make_loaders, protocol, record_splits
+from train.sources import load_data, make_loaders, protocol, record_splits, settle_loader
 
 log = logging.getLogger("train")
 
@@ -99,13 +99,14 @@ def train(ckpt: dict[str, Any] | None, session: Session) -> int:
     data = load_data(cfg, env)
     splits = data.splits
     class_names = splits["train"].class_names
+    session.loader, loader_reason = settle_loader(cfg, env, session.loader, splits["train"])
     if env.is_main:
         write_json(out / "config.json", cfg.to_dict())
         record_splits(out, data)
         sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
         log.info(
             f"run folder {out} | {cfg.recipe} ({cfg.dataset}) {sizes} "
-            f"| {cfg.model} on {env.device} x{env.world_size} | loader {session.loader}"
+            f"| {cfg.model} on {env.device} x{env.world_size} | loader {session.loader} ({loader_reason})"
         )
     seed_everything(cfg.seed)
     net = build_net(cfg, len(class_names), env.device)

@@ -10,8 +10,9 @@ from typing import Any
 from train.config import Config
 from train.data import SampleSet, build_loader, build_tta_loader, dali_available, load_splits, make_synthetic
 from train.data.layouts import Layout
+from train.data.loader_choice import choose, probe_subset
 from train.data.run_data import load_recipe_data, write_split_record
-from train.distributed import DistEnv, barrier
+from train.distributed import DistEnv, barrier, broadcast_object
 
 log = logging.getLogger("train")
 
@@ -73,6 +74,30 @@ def choose_loader(requested: str) -> str:
     if requested == "dali":
         log.warning("--loader dali: nvidia-dali is not installed; using the PyTorch loader")
     return "torch"
+
+
+def settle_loader(cfg: Config, env: DistEnv, chosen: str, train: SampleSet) -> tuple[str, str]:
+    """(loader, reason) for the run header and summary. --loader auto on CPU with DALI installed times both
+    loaders on a few training batches of this data (rank 0; the answer is broadcast); a resumed run keeps
+    choose_loader's answer so its DALI replay matches the interrupted run."""
+    if cfg.loader != "auto":
+        return chosen, f"--loader {cfg.loader}" + ("" if chosen == cfg.loader else " (nvidia-dali not installed)")
+    cuda = env.device.type == "cuda"
+    if cuda or not dali_available() or cfg.resume is not None:
+        return chosen, "auto: " + ("DALI with GPU decode on CUDA" if cuda and chosen == "dali" else chosen)
+    pick = None
+    if env.is_main:
+        probe = probe_subset(train, cfg.batch_size)
+        augment = None if cfg.augment == "none" else cfg.augment
+        kw = dict(train=True, batch_size=cfg.batch_size, image_size=cfg.image_size, augment=augment)
+        kw.update(normalize=cfg.normalize, seed=cfg.seed)
+
+        def make(name: str):
+            threads = cfg.dali_threads if name == "dali" else cfg.workers
+            return build_loader(probe, loader=name, num_threads=threads, **kw)
+
+        pick = choose("auto", cuda=False, dali=True, make=make)
+    return tuple(broadcast_object(pick, env))
 
 
 def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet], loader: str) -> dict[str, Any]:
