@@ -27,13 +27,13 @@ def _summary(out: Path) -> dict:
 
 
 def test_run_on_kaggle_fer_folders(tmp_path: Path, capsys) -> None:
-    make_fer_folders(tmp_path / "fer", per_class=10, test_per_class=2)
+    make_fer_folders(tmp_path / "fer", per_class=5, test_per_class=2)
     out = tmp_path / "run"
     argv = [*TINY, "--recipe", "fer2013", "--data-root", str(tmp_path / "fer"), "--out", str(out), "--loader", "torch"]
     assert main(argv) == 0
     s = _summary(out)
     assert s["layout"] == "fer2013-folders" and s["class_names"][-1] == "neutral"
-    assert s["samples"] == {"train": 63, "val": 7, "test": 14} and "hold-out of train" in s["protocol"]
+    assert s["samples"] == {"train": 28, "val": 7, "test": 14} and "hold-out of train" in s["protocol"]
     assert 0.0 <= s["test"]["mean_class_accuracy"] <= 100.0
     split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert split["val"]["held_out"]["seed"] == 113 and len(split["val"]["files"]) == 7
@@ -76,7 +76,7 @@ def test_truncated_jpeg_is_one_line_naming_it(tmp_path: Path, loader: str) -> No
 
 
 def test_run_stops_with_the_bad_file(tmp_path: Path, capsys) -> None:
-    make_fer_folders(tmp_path / "fer", per_class=10, test_per_class=2)
+    make_fer_folders(tmp_path / "fer", per_class=5, test_per_class=2)
     bad = truncate(sorted((tmp_path / "fer" / "train" / "sad").iterdir())[3])
     argv = [*TINY, "--recipe", "fer2013", "--data-root", str(tmp_path / "fer"), "--out", str(tmp_path / "r")]
     assert main([*argv, "--loader", "torch"]) == 1
