@@ -187,7 +187,9 @@ class Config:
     )
     tta: bool = _opt(True, "evaluation", "also evaluate the test split with TTA")
     tta_views: int = _opt(20, "evaluation", "TTA views per image")
-    loader: str = _opt("auto", "data", "input pipeline (auto: DALI if installed)", choices=("auto", "dali", "torch"))
+    loader: str = _opt(
+        "auto", "data", "input pipeline (auto: DALI on CUDA, the faster one on CPU)", choices=("auto", "dali", "torch")
+    )
     workers: int = _opt(2, "data", "PyTorch loader: worker processes (0 or 1: load in the main process)")
     dali_threads: int = _opt(2, "data", "DALI loader: CPU threads of each pipeline")
     threads: int | None = _opt(None, "system", "torch intra-op threads (default: torch's)")
