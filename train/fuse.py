@@ -120,7 +120,8 @@ def configure(argv: Sequence[str]) -> tuple[Config, tuple[argparse.Namespace, li
 def fuse(job: tuple[argparse.Namespace, list[dict[str, Any]]], session: Session) -> int:
     """The body of train.fuse: members, fusion module, its training (if any), evaluation and report."""
     (args, ckpts), cfg, env, out = job, session.cfg, session.env, session.out
-    splits = load_data(cfg, env)
+    data = load_data(cfg, env)
+    splits = data.splits
     names = splits["train"].class_names
     if list(names) != list(ckpts[0]["class_names"]):
         raise ConfigError(f"the data's classes ({', '.join(names)}) are not the members' classes")
@@ -156,7 +157,7 @@ def fuse(job: tuple[argparse.Namespace, list[dict[str, Any]]], session: Session)
         }
         for path, c, (r, rt) in zip(args.members, ckpts, member_results)
     ]
-    summary = fusion_summary(session, protocol(cfg), meta, trains, selected, test, tta, names, member_rows)
+    summary = fusion_summary(session, protocol(cfg, data), meta, trains, selected, test, tta, names, member_rows)
     shown = tta if tta is not None else test
     write_outputs(out, summary, shown, f"{args.method} fusion: {shown.accuracy:.2f}%", history)
     accs = ", ".join(f"{m['model']} {m['test_accuracy']:.2f}%" for m in member_rows)

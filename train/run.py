@@ -20,10 +20,11 @@ from ddakern.models import create
 from train import checkpoint as ckpt_io
 from train.cli import Session, enable_fused_ops, run_entry, seed_everything
 from train.config import Config, ConfigError, parse_cli, resolve
+from train.data.layouts import Layout
 from train.engine import Trainer
-from train.evaluate import evaluate_all
+from train.evaluate import EvalResult, evaluate_all
 from train.report import run_summary, write_json, write_outputs
-from train.sources import load_data, make_loaders, protocol
+from train.sources import load_data, make_loaders, protocol, record_splits, settle_loader
 
 log = logging.getLogger("train")
 
@@ -72,7 +73,13 @@ def build_net(cfg: Config, num_classes: int, device: torch.device) -> torch.nn.M
     return net.to(device)
 
 
-def finish(trainer: Trainer, session: Session, outcome: str, splits: dict) -> dict[str, Any] | None:
+def mean_class_accuracy(r: EvalResult) -> float | None:
+    """Mean of the per-class accuracies (the AffectNet convention), classes without samples left out."""
+    values = [v for v in r.per_class_accuracy(range(r.confusion.shape[0])).values() if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def finish(trainer: Trainer, session: Session, outcome: str, data: Layout) -> dict[str, Any] | None:
     """Evaluate the selected checkpoint on the test split (plain and TTA) and write the report (rank 0)."""
     cfg, env = session.cfg, session.env
     trainer.load_best()
@@ -81,7 +88,9 @@ def finish(trainer: Trainer, session: Session, outcome: str, splits: dict) -> di
     if not env.is_main:
         return None
     s = trainer.state
-    summary = run_summary(session, outcome, protocol(cfg), s, test, tta, trainer.class_names, splits)
+    summary = run_summary(session, outcome, protocol(cfg, data), s, test, tta, trainer.class_names, data.splits)
+    summary["layout"] = data.name
+    summary["test"]["mean_class_accuracy"] = mean_class_accuracy(test)
     shown = tta if tta is not None else test
     title = f"{cfg.recipe} test, {cfg.model}, epoch {s.best_epoch}" + (
         f", TTA {cfg.tta_views} views" if tta is not None else ""
@@ -105,15 +114,18 @@ def check_batches(cfg: Config, env: Any, splits: dict) -> None:
 def train(ckpt: dict[str, Any] | None, session: Session) -> int:
     """The body of train.run: data, model, loaders, training, final evaluation and report."""
     cfg, env, out = session.cfg, session.env, session.out
-    splits = load_data(cfg, env)
+    data = load_data(cfg, env)
+    splits = data.splits
     check_batches(cfg, env, splits)
     class_names = splits["train"].class_names
+    session.loader, loader_reason = settle_loader(cfg, env, session.loader, splits["train"])
     if env.is_main:
         write_json(out / "config.json", cfg.to_dict())
+        record_splits(out, data)
         sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
         log.info(
             f"run folder {out} | {cfg.recipe} ({cfg.dataset}) {sizes} "
-            f"| {cfg.model} on {env.device} x{env.world_size} | loader {session.loader}"
+            f"| {cfg.model} on {env.device} x{env.world_size} | loader {session.loader} ({loader_reason})"
         )
     seed_everything(cfg.seed)
     net = build_net(cfg, len(class_names), env.device)
@@ -130,7 +142,7 @@ def train(ckpt: dict[str, Any] | None, session: Session) -> int:
     if ckpt is not None:
         trainer.restore(ckpt)
         log.info(f"resumed from {cfg.resume}: epoch {ckpt['epoch'] + 1}, step {ckpt['step']}")
-    summary = finish(trainer, session, trainer.fit(), splits)
+    summary = finish(trainer, session, trainer.fit(), data)
     if summary is not None:
         acc = f"test accuracy {summary['test_accuracy']:.2f}%"
         if summary["test_accuracy_tta"] is not None:

@@ -9,7 +9,10 @@ from typing import Any
 
 from train.config import Config
 from train.data import SampleSet, build_loader, build_tta_loader, dali_available, load_splits, make_synthetic
-from train.distributed import DistEnv, barrier
+from train.data.layouts import Layout
+from train.data.loader_choice import choose, probe_subset
+from train.data.run_data import load_recipe_data, write_split_record
+from train.distributed import DistEnv, barrier, broadcast_object
 
 log = logging.getLogger("train")
 
@@ -26,19 +29,37 @@ def synthetic_root(cfg: Config) -> Path:
     return Path.home() / ".cache" / "ddakern" / "synthetic"
 
 
-def load_data(cfg: Config, env: DistEnv) -> dict[str, SampleSet]:
-    """The run's {"train", "val", "test"} splits; the synthetic set is generated once (rank 0 first)."""
-    root = Path(cfg.data_root) if cfg.data_root is not None else None
-    if cfg.recipe == "synthetic":
-        root = synthetic_root(cfg)
-        counts = dict(n_train=cfg.synthetic_train, n_val=cfg.synthetic_val, n_test=cfg.synthetic_test)
-        if env.is_main:
-            make_synthetic(root, seed=SYNTHETIC_SEED, **counts)
-        barrier(env)
-        if not env.is_main:
-            make_synthetic(root, seed=SYNTHETIC_SEED, **counts)  # already there: only checks the manifest
-    assert root is not None
-    return load_splits(cfg.dataset, root, skip_bad=cfg.skip_bad, holdout=cfg.holdout, seed=cfg.seed)
+def load_data(cfg: Config, env: DistEnv) -> Layout:
+    """The run's data: {"train", "val", "test"} splits and how they were made. Real recipes detect the
+    layout under --data-root (train.data.layouts); the synthetic set is generated once (rank 0 first)."""
+    if cfg.recipe != "synthetic":
+        classes = [c.strip() for c in cfg.classes.split(",") if c.strip()] if cfg.classes else None
+        return load_recipe_data(
+            cfg.recipe,
+            Path(cfg.data_root),
+            layout=cfg.layout,
+            classes=classes,
+            holdout=cfg.holdout,
+            seed=cfg.seed,
+            skip_bad=cfg.skip_bad,
+            announce=env.is_main,
+        )
+    root = synthetic_root(cfg)
+    counts = dict(n_train=cfg.synthetic_train, n_val=cfg.synthetic_val, n_test=cfg.synthetic_test)
+    if env.is_main:
+        make_synthetic(root, seed=SYNTHETIC_SEED, **counts)
+    barrier(env)
+    if not env.is_main:
+        make_synthetic(root, seed=SYNTHETIC_SEED, **counts)  # already there: only checks the manifest
+    splits = load_splits(cfg.dataset, root, skip_bad=cfg.skip_bad, seed=cfg.seed)
+    selection = "synthetic FER2013-format set: trained on Training, checkpoint selected on PublicTest"
+    return Layout("synthetic", root, splits, False, selection)
+
+
+def record_splits(out: Path, data: Layout) -> None:
+    """split.json in the run folder when a split was held out of train (which images, which seed)."""
+    if data.holdout:
+        write_split_record(out / "split.json", data)
 
 
 def choose_loader(requested: str) -> str:
@@ -53,6 +74,30 @@ def choose_loader(requested: str) -> str:
     if requested == "dali":
         log.warning("--loader dali: nvidia-dali is not installed; using the PyTorch loader")
     return "torch"
+
+
+def settle_loader(cfg: Config, env: DistEnv, chosen: str, train: SampleSet) -> tuple[str, str]:
+    """(loader, reason) for the run header and summary. --loader auto on CPU with DALI installed times both
+    loaders on a few training batches of this data (rank 0; the answer is broadcast); a resumed run keeps
+    choose_loader's answer so its DALI replay matches the interrupted run."""
+    if cfg.loader != "auto":
+        return chosen, f"--loader {cfg.loader}" + ("" if chosen == cfg.loader else " (nvidia-dali not installed)")
+    cuda = env.device.type == "cuda"
+    if cuda or not dali_available() or cfg.resume is not None:
+        return chosen, "auto: " + ("DALI with GPU decode on CUDA" if cuda and chosen == "dali" else chosen)
+    pick = None
+    if env.is_main:
+        probe = probe_subset(train, cfg.batch_size)
+        augment = None if cfg.augment == "none" else cfg.augment
+        kw = dict(train=True, batch_size=cfg.batch_size, image_size=cfg.image_size, augment=augment)
+        kw.update(normalize=cfg.normalize, seed=cfg.seed)
+
+        def make(name: str):
+            threads = cfg.dali_threads if name == "dali" else cfg.workers
+            return build_loader(probe, loader=name, num_threads=threads, **kw)
+
+        pick = choose("auto", cuda=False, dali=True, make=make)
+    return tuple(broadcast_object(pick, env))
 
 
 def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet], loader: str) -> dict[str, Any]:
@@ -71,7 +116,9 @@ def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet], loader
         num_threads=cfg.dali_threads if loader == "dali" else cfg.workers,
     )
     out: dict[str, Any] = {
-        "train": build_loader(splits["train"], train=True, batch_size=cfg.batch_size, augment=augment, **common),
+        "train": build_loader(
+            splits["train"], train=True, batch_size=cfg.batch_size, augment=augment, balanced=cfg.balanced, **common
+        ),
         "test": build_loader(splits["test"], train=False, batch_size=eval_bs, augment=None, **common),
     }
     if splits["val"] is splits["test"]:
@@ -85,16 +132,6 @@ def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet], loader
     return out
 
 
-def protocol(cfg: Config) -> str:
+def protocol(cfg: Config, data: Layout) -> str:
     """How the checkpoint was selected and where the reported accuracy comes from."""
-    if cfg.dataset == "rafdb":
-        if cfg.holdout > 0:
-            return (
-                f"honest: checkpoint selected on a stratified {cfg.holdout:.0%} hold-out of RAF-DB train, "
-                "accuracy reported on the test split"
-            )
-        return (
-            "community: checkpoint selected on the RAF-DB test split (no validation split); test accuracy is optimistic"
-        )
-    name = "synthetic FER2013-format set" if cfg.recipe == "synthetic" else cfg.dataset
-    return f"{name}: trained on Training, checkpoint selected on PublicTest, accuracy reported on PrivateTest"
+    return f"{data.selection}; accuracy reported on the test split ({data.name} layout)"

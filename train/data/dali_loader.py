@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .image_io import decode_rgb, read_encoded
 from .imagecheck import file_problem
 from .loader_spec import LoaderSpec
 from .recipes import norm_constants
@@ -34,10 +35,9 @@ class _BatchSource:
         if self.samples.kind == "array":
             return self.images[i]
         path = self.samples.files[i]
-        try:
-            return np.fromfile(path, dtype=np.uint8)
-        except OSError as e:
-            raise DataError(f"{path}: cannot read image ({e.strerror})") from None
+        if self.samples.boxes is not None:  # face boxes (AffectNet): decoded and cropped here, fed as arrays
+            return decode_rgb(path, self.samples.boxes[i])
+        return read_encoded(path)  # names a missing or truncated file (DALI's decoder error would not)
 
     def __iter__(self) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
         order = self.order()
@@ -52,7 +52,7 @@ class _BatchSource:
 class DaliLoader:
     """Re-iterable DALI loader yielding (images, labels) on `device`; see `train.data.build_loader`.
 
-    Evaluation over JPEG files uses fn.readers.file (contiguous disjoint shards covering the set). Training
+    Evaluation shards are contiguous, disjoint and cover the set (as fn.readers.file's would). Training
     sets and array sets are fed by fn.external_source with this package's sharding (`train.data.sharding`):
     the same per-epoch permutation (seed, epoch) and rank shards as the PyTorch path. DALI's augmentation
     random streams continue from epoch to epoch (deterministic for a given seed when epochs run in order).
@@ -76,17 +76,18 @@ class DaliLoader:
             else None,
             seed=spec.seed + 1009 * rank,  # distinct augmentation streams per rank
         )
-        self._source: _BatchSource | None = None
-        if samples.kind == "array" or train or self.drop_last:
-            shard = dict(
-                rank=rank,
-                world_size=world_size,
-                seed=spec.seed,
-                shuffle=train,
-                equal=train,
-                drop_last=self.drop_last,
-            )
-            self._source = _BatchSource(samples, batch_size, shard)
+        # every set goes through external_source: _BatchSource checks each file and names a bad one
+        # (readers.file's decode errors do not), and evaluation shards are contiguous as readers.file's
+        shard = dict(
+            rank=rank,
+            world_size=world_size,
+            seed=spec.seed,
+            shuffle=train,
+            equal=train,
+            drop_last=self.drop_last,
+            labels=samples.labels if spec.balanced and train else None,
+        )
+        self._source = _BatchSource(samples, batch_size, shard)
         self._iterator = None
         self._finished = True
         self._epoch = 0
@@ -97,27 +98,14 @@ class DaliLoader:
         from . import dali_pipelines as dp
 
         outputs = [f"view{v}" for v in range(self.views)] if self.views else ["images"]
-        if self._source is not None:
-            encoded = self.samples.kind == "files"
-            color = encoded or self.samples.images.ndim == 4
-            pipe = dp.source_pipeline(self._source, encoded=encoded, color=color, **self._kw, **self._pipe_kw)
-            reader = None
-        else:
-            pipe = dp.file_pipeline(
-                [str(f) for f in self.samples.files],
-                [int(v) for v in self.samples.labels],
-                shard_id=self.rank,
-                num_shards=self.world_size,
-                **self._kw,
-                **self._pipe_kw,
-            )
-            reader = dp.READER_NAME
+        encoded = self.samples.kind == "files" and self.samples.boxes is None
+        color = self.samples.kind == "files" or self.samples.images.ndim == 4
+        pipe = dp.source_pipeline(self._source, encoded=encoded, color=color, **self._kw, **self._pipe_kw)
         pipe.build()
-        # the source drops incomplete batches itself; the reader path (evaluation) keeps the last one
+        # the source ends each pass itself (a partial last batch for evaluation)
         return DALIGenericIterator(
             [pipe],
             outputs + ["labels"],
-            reader_name=reader,
             last_batch_policy=LastBatchPolicy.PARTIAL,
             auto_reset=False,
         )
@@ -125,25 +113,15 @@ class DaliLoader:
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (the shuffle order of training sets)."""
         self._epoch = int(epoch)
-        if self._source is not None:
-            self._source.epoch = self._epoch
+        self._source.epoch = self._epoch
 
     def __len__(self) -> int:
-        if self._source is not None:
-            return batch_count(self._source.order().size, self.batch_size, self.drop_last)
-        n, w, r = len(self.samples), self.world_size, self.rank  # readers.file evaluation shard
-        return batch_count(((r + 1) * n) // w - (r * n) // w, self.batch_size, self.drop_last)
+        return batch_count(self._source.order().size, self.batch_size, self.drop_last)
 
     def _failure(self, error: RuntimeError, batches_done: int) -> DataError:
         """One line for a pipeline failure: the undecodable file when one of the batches in flight has one."""
         if self.samples.kind == "files":
-            if self._source is not None:
-                candidates = [int(i) for idx in self._source.recent for i in idx]
-            else:  # readers.file: this rank's contiguous shard, read a few batches ahead
-                n, w, r = len(self.samples), self.world_size, self.rank
-                lo = (r * n) // w + batches_done * self.batch_size
-                candidates = list(range(lo, min(((r + 1) * n) // w, lo + 4 * self.batch_size)))
-            for i in candidates:
+            for i in (int(i) for idx in self._source.recent for i in idx):
                 path = self.samples.files[i]
                 if (problem := file_problem(path)) is not None:
                     return DataError(f"{path}: {problem} (found by the DALI loader in epoch {self._epoch})")

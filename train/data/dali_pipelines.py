@@ -1,12 +1,12 @@
 """DALI pipeline definitions (kept apart from the loop, as in NVIDIA's DALI ResNet-50 example).
 
-JPEG sets are read by fn.readers.file for evaluation. Training feeds JPEG bytes through
-fn.external_source instead: readers.file's own shuffling (random_shuffle's sample buffer, or
-shuffle_after_epoch with shard rotation and padding) repeats samples within a rank's epoch and overlaps
-ranks when shards are uneven (measured with DALI 2.4), while the engine needs an exact per-epoch
-permutation split into disjoint, equal rank shards.
+Every set is fed through fn.external_source (JPEG bytes, or decoded arrays): the loader checks each file
+first and names a bad one, which readers.file's decoder errors do not; and readers.file's own
+shuffling (random_shuffle's sample buffer, or shuffle_after_epoch with shard rotation and padding)
+repeats samples within a rank's epoch and overlaps ranks when shards are uneven (measured with DALI
+2.4), while the engine needs an exact per-epoch permutation split into disjoint, equal rank shards.
 
-Both pipelines produce float32 3 x S x S images normalised by crop_mirror_normalize and int32 labels.
+The pipeline produces float32 3 x S x S images normalised by crop_mirror_normalize and int32 labels.
 Ops run on the CPU when `device_id` is None, on the GPU ("mixed" decoder, `.gpu()` arrays) otherwise.
 Only imported when DALI is requested, so the engine runs without DALI installed.
 """
@@ -18,8 +18,6 @@ from collections.abc import Iterable, Sequence
 from nvidia.dali import fn, pipeline_def, types
 
 from .recipes import AugmentRecipe
-
-READER_NAME = "Reader"
 
 
 def resize_to(images, image_size: int):
@@ -89,37 +87,6 @@ def views_of(images, recipe, image_size: int, mean, std, color: bool, views: int
         finish(augment(images, recipe, image_size, color, 1 if v < first else 2), mean, std, color)
         for v in range(views)
     ]
-
-
-@pipeline_def(enable_conditionals=True)
-def file_pipeline(
-    files: list[str],
-    labels: list[int],
-    *,
-    image_size: int,
-    recipe: AugmentRecipe | None,
-    mean: Sequence[float],
-    std: Sequence[float],
-    shard_id: int,
-    num_shards: int,
-    views: int = 0,
-    gpu: bool = False,
-):
-    """Evaluation over JPEG files: fn.readers.file in file order, contiguous shards (stick_to_shard, padded
-    so every rank runs the same number of iterations; the iterator trims the padding) + image decoder."""
-    jpegs, label = fn.readers.file(
-        files=files,
-        labels=labels,
-        shard_id=shard_id,
-        num_shards=num_shards,
-        random_shuffle=False,
-        stick_to_shard=True,
-        pad_last_batch=True,
-        name=READER_NAME,
-    )
-    images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
-    images = resize_to(images, image_size)
-    return (*views_of(images, recipe, image_size, mean, std, True, views), label)
 
 
 @pipeline_def(enable_conditionals=True)

@@ -28,6 +28,8 @@ class LoaderSpec:
     num_threads: int = 2
     drop_last: bool | None = None
     views: int = 0
+    balanced: bool = False
+    """Training: class-balanced epochs (train.data.balanced) instead of a permutation."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

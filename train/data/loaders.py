@@ -54,6 +54,7 @@ def build_loader(
     num_threads: int = 2,
     drop_last: bool | None = None,
     views: int = 0,
+    balanced: bool = False,
 ):
     """Re-iterable loader of (images float32 N x 3 x S x S, labels int64 N) on `device`.
 
@@ -76,6 +77,7 @@ def build_loader(
         num_threads=num_threads,
         drop_last=drop_last,
         views=views,
+        balanced=balanced,
     )
     return _backend(loader)(samples, spec)
 

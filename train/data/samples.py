@@ -32,18 +32,21 @@ class SampleSet:
     """One split: either decoded arrays (`kind="array"`) or JPEG files (`kind="files"`), with int64 labels.
 
     images: uint8 N x H x W (gray) or N x H x W x 3 (RGB) when kind == "array".
-    files: image paths when kind == "files".
+    files: image paths (str or Path, as the reader made them) when kind == "files".
     skipped: how many malformed samples were skipped while loading (skip_bad=True).
     source: the label file the split was read from (informational).
+    boxes: optional int64 N x 4 face boxes (x, y, width, height) in image pixels, cropped by the loaders
+    (AffectNet's official release gives one per image); None means the whole image.
     """
 
     kind: str
     images: np.ndarray | None
-    files: list[Path] | None
+    files: list[str | Path] | None
     labels: np.ndarray
     class_names: tuple[str, ...]
     skipped: int = 0
     source: Path | None = None
+    boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("array", "files"):
@@ -60,7 +63,11 @@ class SampleSet:
         else:
             if self.files is None or len(self.files) != n:
                 raise ValueError("SampleSet(kind='files') needs one file per label")
-            self.files = [Path(f) for f in self.files]
+            self.files = list(self.files)  # str or Path as given: 1M Path() calls cost seconds
+        if self.boxes is not None:
+            self.boxes = np.asarray(self.boxes, dtype=np.int64).reshape(-1, 4)
+            if self.boxes.shape[0] != n:
+                raise ValueError(f"SampleSet has {self.boxes.shape[0]} face boxes but {n} labels")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -80,4 +87,5 @@ class SampleSet:
             class_names=self.class_names,
             skipped=0,
             source=self.source,
+            boxes=None if self.boxes is None else self.boxes[index],
         )

@@ -17,9 +17,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .errors import DataError
+from .image_io import decode_rgb
 from .loader_spec import LoaderSpec
 from .recipes import LUMA, AugmentRecipe, norm_constants
 from .samples import SampleSet
@@ -30,12 +30,7 @@ def load_image(samples: SampleSet, index: int) -> np.ndarray:
     """uint8 H x W (gray) or H x W x 3 (RGB) image `index` of `samples`; DataError names a bad file."""
     if samples.kind == "array":
         return samples.images[index]
-    path = samples.files[index]
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
-        raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split()) or type(e).__name__})") from None
+    return decode_rgb(samples.files[index], None if samples.boxes is None else samples.boxes[index])
 
 
 class BadSample(NamedTuple):
@@ -192,6 +187,7 @@ class TorchLoader:
         rank, world_size, seed, train = spec.rank, spec.world_size, spec.seed, spec.train
         drop_last, batch_size, views = spec.drop_last, spec.batch_size, spec.views
         shard = dict(rank=rank, world_size=world_size, seed=seed, shuffle=train, equal=train, drop_last=drop_last)
+        shard["labels"] = samples.labels if spec.balanced and train else None
         self.sampler = _BatchSampler(len(samples), batch_size, shard)
         dataset = SampleDataset(
             samples, image_size=spec.image_size, recipe=spec.recipe, normalize=spec.normalize, seed=seed, views=views
