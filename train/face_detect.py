@@ -1,7 +1,7 @@
 """Face detection and aligned face crops with OpenCV's Haar cascades (shipped by opencv-python-headless 4.x).
 
-`detect_largest_face(image) -> (x, y, w, h) | None` is the one function `train.prepare` needs; any other
-detector with that signature (e.g. the inference package's) can be passed to it instead.
+`detect_largest_face(image) -> (x, y, w, h) | None` (ddakern.inference's Haar detector) is the one
+function `train.prepare` needs; any other detector with that signature can be passed to it instead.
 """
 
 from __future__ import annotations
@@ -61,14 +61,19 @@ def load_detector() -> None:
 
 
 def detect_largest_face(image: np.ndarray, min_size: int = 32) -> Box | None:
-    """The largest frontal face of an RGB (or gray) uint8 image, or None when there is none."""
-    faces = _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
-        to_gray(image), scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size)
-    )
-    if len(faces) == 0:
+    """The largest frontal face of an RGB (or gray) uint8 image, or None when there is none: the
+    inference package's Haar detector (one per thread), so training crops and predictions see the same faces."""
+    from ddakern.inference.detect import HaarDetector
+
+    detector = _LOCAL.__dict__.get("haar")
+    if detector is None:
+        detector = _LOCAL.__dict__.setdefault("haar", HaarDetector(min_size_fraction=0.0))
+    rgb = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else np.ascontiguousarray(image)
+    boxes = [d.box for d in detector(rgb) if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= min_size]
+    if not boxes:
         return None
-    x, y, w, h = max((tuple(int(v) for v in f) for f in faces), key=lambda f: f[2] * f[3])
-    return x, y, w, h
+    x0, y0, x1, y1 = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+    return x0, y0, x1 - x0, y1 - y0
 
 
 def eye_angle(image: np.ndarray, box: Box) -> float | None:
