@@ -35,6 +35,11 @@ def test_run_on_kaggle_fer_folders(tmp_path: Path, capsys) -> None:
     assert s["layout"] == "fer2013-folders" and s["class_names"][-1] == "neutral"
     assert s["samples"] == {"train": 28, "val": 7, "test": 14} and "hold-out of train" in s["protocol"]
     assert 0.0 <= s["test"]["mean_class_accuracy"] <= 100.0
+    # both protocols: selected on the hold-out (test_accuracy) and on test (the published figure)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    on_test = s["selected_on_test"]
+    assert on_test["test_accuracy"] == max(r["test_acc"] for r in history) >= s["test_accuracy"] - 1e-9
+    assert 1 <= on_test["epoch"] <= s["epochs_run"]
     split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert split["val"]["held_out"]["seed"] == 113 and len(split["val"]["files"]) == 7
     assert "data: layout fer2013-folders" in capsys.readouterr().err

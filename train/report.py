@@ -163,6 +163,16 @@ def _common(
     }
 
 
+def selected_on_test(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The published protocol beside the held-out one: the best per-epoch test accuracy and its epoch
+    (None when the checkpoint was already selected on test, or no epoch has a test figure)."""
+    rows = [r for r in history if r.get("test_acc") is not None]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["test_acc"])
+    return {"test_accuracy": best["test_acc"], "epoch": best["epoch"], "tta": False}
+
+
 def run_summary(
     session: Session,
     outcome: str,
@@ -182,6 +192,7 @@ def run_summary(
         "selected_epoch": state.best_epoch,
         "best_val_accuracy": state.best_metric,
         "epochs_run": len(state.history),
+        "selected_on_test": selected_on_test(state.history),
         **_common(session, protocol, test, tta, names),
         "tta_views": cfg.tta_views if tta is not None else 0,
         "tta_augment": cfg.tta_views_recipe if tta is not None else None,

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .fer2013 import FER_SIZE, _open_csv, _parse_pixels, _report, read_fer2013
+from .fer2013 import FER_SIZE, _check_emotion, _parse_pixels, _report, read_fer2013
 from .samples import FER2013_CLASSES, SampleSet
 from .scan import read_class_folders, subdirs
+from .textlines import csv_records
 
 ICML_CSV = "icml_face_data.csv"
 TRAIN_CSV, TEST_CSV = "train.csv", "test.csv"
@@ -52,25 +53,20 @@ def read_icml_csv(path: Path, *, skip_bad: bool = False) -> dict[str, SampleSet]
 
 def _read_labelled_rows(path: Path, skip_bad: bool) -> SampleSet:
     """`emotion,pixels` rows (Kaggle train.csv) as a gray 48x48 array set."""
-    reader, fh = _open_csv(path, ("emotion", "pixels"))
     images: list[np.ndarray] = []
     labels: list[int] = []
     bad: list[tuple[int, str]] = []
-    with fh:
-        for rec in reader:
-            text = (rec.get("emotion") or "").strip()
-            if not text.lstrip("-").isdigit():
-                bad.append((reader.line_num, f"emotion {text!r} is not an integer"))
-                continue
-            if not 0 <= int(text) < len(FER2013_CLASSES):
-                bad.append((reader.line_num, f"label {text} out of range 0..{len(FER2013_CLASSES) - 1}"))
-                continue
-            image, problem = _parse_pixels(rec.get("pixels") or "")
-            if problem is not None:
-                bad.append((reader.line_num, problem))
-                continue
-            images.append(image)
-            labels.append(int(text))
+    for line, rec, problem in csv_records(path, ("emotion", "pixels")):
+        emotion = image = None
+        if rec is not None:
+            emotion, problem = _check_emotion(rec["emotion"])
+        if problem is None:
+            image, problem = _parse_pixels(rec["pixels"])
+        if problem is not None:
+            bad.append((line, problem))
+            continue
+        images.append(image)
+        labels.append(emotion)
     _report(path, bad, skip_bad)
     stack = np.stack(images) if images else np.zeros((0, FER_SIZE, FER_SIZE), np.uint8)
     return SampleSet("array", stack, None, np.asarray(labels, np.int64), FER2013_CLASSES, len(bad), path)
