@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -29,7 +29,9 @@ def note_kept(*tensors: Any) -> None:
             _active[-1][_storage_key(t)] = t.untyped_storage().nbytes()
 
 
-def saved_tensor_bytes(fn: Callable[..., Any], *args: Any, exclude_args: bool = False) -> int:
+def saved_tensor_bytes(
+    fn: Callable[..., Any], *args: Any, exclude_args: bool = False, exclude: Iterable[torch.Tensor] = ()
+) -> int:
     """Bytes of the distinct storages that `fn(*args)` saves for backward (each storage counted once).
 
     Inputs that recomputed regions keep (see note_kept) count as saved. With exclude_args=True,
@@ -53,4 +55,6 @@ def saved_tensor_bytes(fn: Callable[..., Any], *args: Any, exclude_args: bool = 
         for a in args:
             if isinstance(a, torch.Tensor):
                 seen.pop(_storage_key(a), None)
+    for t in exclude:
+        seen.pop(_storage_key(t), None)
     return sum(seen.values())

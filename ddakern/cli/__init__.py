@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 COMMANDS: dict[str, str] = {
     "check": "a short DDA forward/backward on random data, with parameter counts",
+    "memory": "activation memory per image and the largest batch that fits a budget, per recompute mode",
 }
 """Command name -> one-line help; the module is ddakern.cli.<name> (dashes become underscores)."""
 
