@@ -30,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.benchutil import RESNET34_STAGES, RESNET50_STAGES  # noqa: E402
 from bench.report import atomic_write_text as atomic_write  # noqa: E402
 from ddakern import functional as DF  # noqa: E402
-from ddakern.dispatch import use_kernels  # noqa: E402
-from ddakern.ops import reference  # noqa: E402
+from ddakern.dispatch import use_ops_backend  # noqa: E402
+from ddakern.ops import attention_residual as ar_op  # noqa: E402
+from ddakern.ops import channel_attention as ca_op  # noqa: E402
+from ddakern.ops._common import triton_kernels  # noqa: E402
 
 HOSTS = {"resnet34": list(RESNET34_STAGES), "resnet50": list(RESNET50_STAGES)}
 DRY_HOSTS = {"resnet34": [(4, 6), (8, 3)], "resnet50": [(8, 6), (16, 3)]}
@@ -40,7 +42,7 @@ OPS = ("attention_residual", "channel_attention")
 # the issue's target case (ResNet-50 stage 1, bf16), measured first so no deadline can skip it
 HEADLINE = {"op": "attention_residual", "host": "resnet50", "stage": 0, "dtype": "bf16"}
 TARGETS = {"vs_eager": 2.5, "vs_compiled": 1.3, "copy_fraction": 0.70}  # fwd+bwd, at least
-# block-size budgets tried on the headline case (kernels._common.Tuning fields); {} is the default
+# block-size budgets tried on the headline case (ddakern.kernels._common.Tuning fields); {} is the default
 SWEEP: list[dict[str, int]] = [
     {},
     {"tile": 8192},
@@ -140,7 +142,7 @@ class Case:
         return DF.attention_residual if self.op == "attention_residual" else DF.channel_attention
 
     def ref(self) -> Callable[..., torch.Tensor]:
-        return reference.attention_residual if self.op == "attention_residual" else reference.channel_attention
+        return ar_op.reference if self.op == "attention_residual" else ca_op.reference
 
 
 def grads_of(case: Case, fn: Callable[..., torch.Tensor], dtype: torch.dtype | None = None) -> list[torch.Tensor]:
@@ -165,7 +167,7 @@ def _keeping_running_stats(case: Case, fn: Callable[[], Any]) -> Any:
 
 def references(case: Case) -> tuple[Grads, Grads]:
     """Output and gradients of the reference in the case dtype and in float64."""
-    with use_kernels("reference"):
+    with use_ops_backend("reference"):
         return _keeping_running_stats(
             case, lambda: (grads_of(case, case.ref()), grads_of(case, case.ref(), torch.float64))
         )
@@ -174,7 +176,7 @@ def references(case: Case) -> tuple[Grads, Grads]:
 def check(case: Case, backend: str, refs: tuple[Grads, Grads] | None = None) -> dict[str, Any]:
     """Errors of fused and reference (in the case dtype) against a float64 reference; refs, when given,
     are the case's `references` (computed once for the sweep's many budgets)."""
-    with use_kernels(backend):
+    with use_ops_backend(backend):
         fused = _keeping_running_stats(case, lambda: grads_of(case, case.fused()))
     ref, ref64 = refs if refs is not None else references(case)
     names = ["out", "dx", "dlogits"] + (["dweight", "dbias"] if case.op == "attention_residual" else ["dscale"])
@@ -201,7 +203,7 @@ def time_case(
         impls["compiled"] = ("reference", compiled)
     res: dict[str, Any] = {}
     for name, (mode, fn) in impls.items():
-        with use_kernels(mode):
+        with use_ops_backend(mode):
             if time.monotonic() > args.deadline:
                 res[name] = {"skipped": "deadline"}
                 continue
@@ -230,7 +232,7 @@ def time_case(
 
 def sweep(case: Case, backend: str, device: torch.device, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Correctness and fused timings of the headline case under each block-size budget of SWEEP."""
-    from kernels._common import tuned
+    tuned = triton_kernels("_common").tuned
 
     refs = references(case)
     out = []

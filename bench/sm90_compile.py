@@ -24,10 +24,10 @@ from typing import Any
 os.environ.pop("TRITON_INTERPRET", None)  # interpreted kernels cannot be compiled
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import aot  # noqa: E402
 from bench.benchutil import RESNET34_STAGES, RESNET50_STAGES  # noqa: E402
 from bench.report import atomic_write_text as atomic_write  # noqa: E402
-from kernels import aot  # noqa: E402
-from kernels._common import tuning  # noqa: E402
+from ddakern.ops._common import triton_kernels  # noqa: E402
 
 # kernels that read or write the N x C x H x W tensors: a spill there costs bandwidth at every element
 STREAMING = {"_stats_partial_kernel", "_fwd_kernel", "_bwd_kernel", "_bwd_dx_kernel"}
@@ -69,7 +69,7 @@ def problems(records: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown(records: list[dict[str, Any]]) -> str:
-    t = tuning()
+    t = triton_kernels("_common").tuning()
     lines = [
         "# Fused-op kernels compiled for sm_90 (H100/H200), offline",
         "",

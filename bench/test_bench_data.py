@@ -33,6 +33,16 @@ def train_splits(synthetic_root: Path) -> dict[str, SampleSet]:
     return {name: load_splits(name, synthetic_root)["train"] for name in DATASETS}
 
 
+def check_batch(x: torch.Tensor, y: torch.Tensor, classes: int) -> None:
+    """A full training batch of finite, normalised images and valid labels (what the timed epoch delivers)."""
+    assert x.shape == (SCALE.data_batch, 3, SCALE.data_image_size, SCALE.data_image_size) and x.dtype == torch.float32
+    assert y.shape == (SCALE.data_batch,) and y.dtype == torch.int64
+    assert bool(torch.isfinite(x).all()), "non-finite pixels"
+    # imagenet normalisation of [0, 255] pixels (zero fill of rotations included) stays within about [-2.2, 2.7]
+    assert -2.2 <= float(x.min()) < float(x.max()) <= 2.7, (float(x.min()), float(x.max()))
+    assert 0 <= int(y.min()) and int(y.max()) < classes
+
+
 @pytest.mark.parametrize("loader_name", list(LOADERS))
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_input_pipeline(benchmark, train_splits: dict[str, SampleSet], dataset: str, loader_name: str) -> None:
@@ -57,11 +67,13 @@ def test_input_pipeline(benchmark, train_splits: dict[str, SampleSet], dataset: 
 
     images = len(loader) * SCALE.data_batch  # drop_last: full batches only
 
+    classes = len(samples.class_names)
+
     def run_epoch() -> None:
         loader.set_epoch(next(epoch))
         n = 0
         for x, y in loader:
-            assert x.shape[1:] == (3, SCALE.data_image_size, SCALE.data_image_size) and x.dtype == torch.float32
+            check_batch(x, y, classes)
             n += y.numel()
         sync()
         assert n == images > 0

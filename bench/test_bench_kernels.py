@@ -11,6 +11,7 @@ autograd saves for backward (`ddakern.profiling.saved_tensor_bytes`) and, on CUD
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import pytest
@@ -27,8 +28,7 @@ from benchutil import (
 
 from ddakern import DDA
 from ddakern import functional as DF
-from ddakern.dispatch import use_kernels
-from ddakern.ops import reference
+from ddakern.dispatch import use_ops_backend
 from ddakern.profiling import saved_tensor_bytes
 
 OPS = ("attention_residual", "channel_attention")
@@ -84,7 +84,7 @@ def implementation(op: str, variant: str) -> tuple[str, Callable[..., torch.Tens
     """(kernel mode, callable) of a variant: the public op under a backend, or the compiled reference."""
     if variant == "compile":
         if op not in _COMPILED:
-            _COMPILED[op] = torch.compile(getattr(reference, op), dynamic=True)
+            _COMPILED[op] = torch.compile(importlib.import_module(f"ddakern.ops.{op}").reference, dynamic=True)
         return "reference", _COMPILED[op]
     return variant, getattr(DF, op)
 
@@ -123,7 +123,7 @@ def test_fused_op(benchmark, op: str, pass_: str, host: str, c: int, s: int, dna
     calls = SCALE.kernel_calls
 
     def run() -> None:
-        with use_kernels(mode):
+        with use_ops_backend(mode):
             for _ in range(calls):
                 if pass_ == "fwd":
                     with torch.no_grad():
@@ -134,7 +134,7 @@ def test_fused_op(benchmark, op: str, pass_: str, host: str, c: int, s: int, dna
             sync()
 
     run()  # warm-up: compilation, Triton JIT, allocator
-    with use_kernels(mode):
+    with use_ops_backend(mode):
         saved = saved_tensor_bytes(lambda *a: case.call(fn, *a), *case.leaves)
         saved_extra = saved_tensor_bytes(lambda *a: case.call(fn, *a), *case.leaves, exclude_args=True)
     moved = case.min_bytes(pass_)
@@ -179,7 +179,7 @@ def test_dda_block(benchmark, host: str, c: int, stage: int, s: int, dname: str,
     if mode == "triton" and not SCALE.cuda:
         pytest.skip("Triton kernels are timed on CUDA only (on CPU they run in the interpreter, not a speed)")
     torch.manual_seed(0)
-    block = DDA(c, stage, fused=mode is not None).to(SCALE.device).train()
+    block = DDA(c, stage, fused_ops=mode is not None).to(SCALE.device).train()
     x = torch.randn(SCALE.kernel_batch, c, s, s, device=SCALE.device, requires_grad=True)
     grad = torch.randn_like(x)
     amp = dname != "fp32"
@@ -189,7 +189,7 @@ def test_dda_block(benchmark, host: str, c: int, stage: int, s: int, dname: str,
             return block(inp)
 
     def step() -> None:
-        with use_kernels(mode or "reference"):
+        with use_ops_backend(mode or "reference"):
             block.zero_grad(set_to_none=True)
             x.grad = None
             out = forward(x)
@@ -198,7 +198,7 @@ def test_dda_block(benchmark, host: str, c: int, stage: int, s: int, dname: str,
 
     if not benchmark.disabled:
         step()  # warm-up
-    with use_kernels(mode or "reference"):
+    with use_ops_backend(mode or "reference"):
         saved = saved_tensor_bytes(forward, x)
     benchmark.group = f"DDA block fwd+bwd {host} stage {stage} {c}@{s} {dname}"
     benchmark.extra_info.update(

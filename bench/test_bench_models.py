@@ -42,7 +42,7 @@ def cases():
 
 def make_step(name: str, opts: dict) -> tuple[Callable[[], None], Callable[[], int]]:
     """(one optimizer step, bytes its forward saves for backward) of `name` with the variant's options."""
-    model = create(name, fused_kernels=bool(opts.get("fused"))).to(SCALE.device).train()
+    model = create(name, fused_ops=bool(opts.get("fused"))).to(SCALE.device).train()
     x = torch.randn(SCALE.batch, 3, SCALE.image_size, SCALE.image_size, device=SCALE.device)
     y = torch.randint(0, 7, (SCALE.batch,), device=SCALE.device)
     if opts.get("channels_last"):

@@ -44,7 +44,7 @@ def cases():
 def make_step(name: str, opts: dict) -> tuple[Callable[[], float], Callable[[], int], torch.nn.Module]:
     """(one optimizer step returning its loss, activation bytes of its forward, the model)."""
     torch.manual_seed(0)
-    model = create(name, fused_kernels=bool(opts.get("fused")), recompute=opts.get("recompute", "none"))
+    model = create(name, fused_ops=bool(opts.get("fused")), recompute=opts.get("recompute", "none"))
     model = model.to(SCALE.device).train()
     x = torch.randn(SCALE.batch, 3, SCALE.image_size, SCALE.image_size, device=SCALE.device)
     y = torch.randint(0, 7, (SCALE.batch,), device=SCALE.device)

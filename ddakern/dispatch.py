@@ -1,4 +1,4 @@
-"""Backend selection for the fused ops: `use_kernels(mode)` as a global setting or a context manager.
+"""Backend selection for the fused ops: `use_ops_backend(mode)` as a global setting or a context manager.
 
 Modes: "reference" (plain PyTorch ops + autograd), "torch" (the fused ops' autograd functions with
 PyTorch math), "triton" (Triton kernels; CUDA, or CPU under TRITON_INTERPRET=1) and "auto"
@@ -11,6 +11,7 @@ about 0.4 ms forward and 2 ms forward+backward of fixed cost per call, profiled 
 launches more small ATen kernels than the reference, because its backward recomputes the softmax
 instead of keeping it. Below about 2**18 elements that fixed cost outweighs the saved passes, and
 for bf16/fp16 the torch backend's upcast copies cost more than the reference's native kernels.
+`use_kernels` is the old name of `use_ops_backend`, kept as an alias.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _mode = "auto"
 
 
 class _ModeRestorer:
-    """Returned by use_kernels; restores the previous mode when used as a context manager."""
+    """Returned by use_ops_backend; restores the previous mode when used as a context manager."""
 
     def __init__(self, previous: str, mode: str) -> None:
         self.previous = previous
@@ -44,16 +45,19 @@ class _ModeRestorer:
         _mode = self.previous
 
     def __repr__(self) -> str:
-        return f"use_kernels({self.mode!r})"
+        return f"use_ops_backend({self.mode!r})"
 
 
-def use_kernels(mode: str) -> _ModeRestorer:
-    """Set the global kernel mode; `with use_kernels(m):` restores the previous mode on exit."""
+def use_ops_backend(mode: str) -> _ModeRestorer:
+    """Set the global fused-op backend; `with use_ops_backend(m):` restores the previous one on exit."""
     global _mode
     if mode not in MODES:
-        raise ValueError(f"use_kernels: mode must be one of {MODES}, got {mode!r}")
+        raise ValueError(f"use_ops_backend: mode must be one of {MODES}, got {mode!r}")
     previous, _mode = _mode, mode
     return _ModeRestorer(previous, mode)
+
+
+use_kernels = use_ops_backend  # the old name, kept as a documented alias
 
 
 def current_mode() -> str:
@@ -81,12 +85,12 @@ def backend_for(t: torch.Tensor) -> str:
         return "torch" if fast else "reference"
     if mode == "triton":
         if not triton_available():
-            raise RuntimeError("use_kernels('triton'): the triton package is not installed")
+            raise RuntimeError("use_ops_backend('triton'): the triton package is not installed")
         if not t.is_cuda and not triton_interpreting():
             raise ValueError(
-                f"use_kernels('triton') needs CUDA tensors (got {t.device}); set TRITON_INTERPRET=1 before "
+                f"use_ops_backend('triton') needs CUDA tensors (got {t.device}); set TRITON_INTERPRET=1 before "
                 "importing triton to run the kernels on CPU"
             )
         if t.dtype == torch.float64:
-            raise TypeError("use_kernels('triton') supports float32, float16 and bfloat16, got float64")
+            raise TypeError("use_ops_backend('triton') supports float32, float16 and bfloat16, got float64")
     return mode

@@ -1,4 +1,8 @@
-"""Shared helpers for the Triton launchers: layout normalisation and block-size heuristics."""
+"""Shared helpers for the Triton launchers: layout normalisation and the block-size budget (Tuning).
+
+The budget is read from DDAKERN_TRITON_TUNING at the first launch that needs it (not at import), so a
+malformed value fails only a Triton launch, with a one-line error naming the bad entry.
+"""
 
 from __future__ import annotations
 
@@ -66,11 +70,14 @@ def parse_tuning(spec: str, base: Tuning) -> Tuning:
     return dataclasses.replace(base, **changes)
 
 
-TUNING: Tuning = _default_tuning()
+TUNING: Tuning | None = None  # set at the first tuning() call (tests and sweeps may swap it)
 
 
 def tuning() -> Tuning:
     """The block-size budget in force (read at each launch, so tests and sweeps can swap it)."""
+    global TUNING
+    if TUNING is None:
+        TUNING = _default_tuning()
     return TUNING
 
 
@@ -78,7 +85,7 @@ def tuning() -> Tuning:
 def tuned(**overrides: int) -> Iterator[Tuning]:
     """Temporarily override fields of the block-size budget (benchmark sweeps, tests)."""
     global TUNING
-    previous = TUNING
+    previous = tuning()
     TUNING = dataclasses.replace(previous, **overrides)
     try:
         yield TUNING
@@ -113,7 +120,7 @@ def as_ncp(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
 
 def blocks(c: int, hw: int, c_contiguous: bool, tile: int | None = None) -> tuple[int, int, int]:
     """Choose (BLOCK_C, BLOCK_P, NUM_CHUNKS) for a channel-softmax tile of at most `tile` elements."""
-    tune = TUNING
+    tune = tuning()
     tile = tile or tune.tile
     max_c = tune.max_block_c if not c_contiguous else max(tune.max_block_c, 2048)
     block_c = min(next_pow2(c), max_c, tile)
@@ -128,19 +135,7 @@ def split_range(hw: int, block_p: int, n: int) -> tuple[int, int]:
     starts 16-element aligned when H*W is: the compiler can then vectorise the loads (unaligned
     ranges cost ~3x the registers on sm_90; see bench/results/sm90_compile.md).
     """
-    want = max(1, min(cdiv(hw, block_p), cdiv(TUNING.target_programs, max(n, 1))))
+    want = max(1, min(cdiv(hw, block_p), cdiv(tuning().target_programs, max(n, 1))))
     step = max(block_p, 16)
     rng = cdiv(cdiv(hw, want), step) * step
     return rng, cdiv(hw, rng)
-
-
-def mergeable(t: torch.Tensor) -> bool:
-    """Whether as_ncp can view t as N x C x (H*W) without copying."""
-    _, _, h, w = t.shape
-    return w == 1 or h == 1 or t.stride(2) == w * t.stride(3)
-
-
-def empty_ncp_like(t: torch.Tensor) -> torch.Tensor:
-    """torch.empty_like(t) (same memory format) unless that layout cannot merge H and W: then contiguous."""
-    out = torch.empty_like(t)
-    return out if mergeable(out) else torch.empty_like(t, memory_format=torch.contiguous_format)

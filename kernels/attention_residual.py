@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import as_ncp, blocks, cdiv, empty_ncp_like, next_pow2, split_range, tuning
+from ..ops._common import empty_ncp_like
+from ._common import as_ncp, blocks, cdiv, next_pow2, split_range, tuning
 
 # ---------------------------------------------------------------------------------------------
 # batch statistics

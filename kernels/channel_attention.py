@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import as_ncp, cdiv, empty_ncp_like, next_pow2, split_range, tuning
+from ..ops._common import empty_ncp_like
+from ._common import as_ncp, cdiv, next_pow2, split_range, tuning
 
 
 @triton.jit

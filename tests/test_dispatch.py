@@ -12,37 +12,37 @@ from torch import nn
 
 from ddakern import dispatch
 from ddakern import functional as DF
-from ddakern.dispatch import current_mode, use_kernels
+from ddakern.dispatch import current_mode, use_kernels, use_ops_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_use_kernels_global_and_context_manager():
     assert current_mode() == "auto"
-    with use_kernels("reference"):
+    with use_ops_backend("reference"):
         assert current_mode() == "reference"
-        with use_kernels("torch"):
+        with use_ops_backend("torch"):
             assert current_mode() == "torch"
         assert current_mode() == "reference"
     assert current_mode() == "auto"
-    use_kernels("torch")
+    use_ops_backend("torch")
     try:
         assert current_mode() == "torch"
     finally:
-        use_kernels("auto")
+        use_ops_backend("auto")
     assert current_mode() == "auto"
 
 
 def test_context_manager_restores_after_error():
     with pytest.raises(RuntimeError, match="boom"):
-        with use_kernels("triton"):
+        with use_ops_backend("triton"):
             raise RuntimeError("boom")
     assert current_mode() == "auto"
 
 
 def test_invalid_mode():
     with pytest.raises(ValueError, match="mode must be one of"):
-        use_kernels("cuda")
+        use_ops_backend("cuda")
     assert current_mode() == "auto"
 
 
@@ -54,9 +54,9 @@ def test_backend_resolution_on_cpu(monkeypatch):
     if torch.cuda.is_available() and dispatch.triton_available():
         assert dispatch.backend_for(x.cuda()) == "triton"
         assert dispatch.backend_for(x.cuda().double()) == "torch"
-    with use_kernels("reference"):
+    with use_ops_backend("reference"):
         assert dispatch.backend_for(x) == "reference"
-    with use_kernels("triton"):
+    with use_ops_backend("triton"):
         if dispatch.triton_interpreting():  # conftest sets TRITON_INTERPRET=1 when there is no GPU
             assert dispatch.backend_for(x) == "triton"
             with pytest.raises(TypeError, match="float64"):
@@ -80,9 +80,9 @@ def test_modes_build_different_graphs():
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     w, b = torch.ones(3, requires_grad=True), torch.zeros(3, requires_grad=True)
-    with use_kernels("reference"):
+    with use_ops_backend("reference"):
         ref = DF.attention_residual(x, logits, w, b, None, None, True)
-    with use_kernels("torch"):
+    with use_ops_backend("torch"):
         fused = DF.attention_residual(x, logits, w, b, None, None, True)
     assert "SoftmaxBackward0" in _grad_fn_names(ref)
     assert "SoftmaxBackward0" not in _grad_fn_names(fused)
@@ -149,7 +149,7 @@ def test_compile_fullgraph_and_export_torch_backend():
     eager, compiled = _TwoOps(c), _TwoOps(c)
     compiled.load_state_dict(eager.state_dict())
     fn = torch.compile(compiled, fullgraph=True, backend="inductor")
-    with use_kernels("torch"):
+    with use_ops_backend("torch"):
         results = []
         for model in (eager, fn):
             ins = _clone_inputs(inputs)
@@ -170,3 +170,56 @@ def test_compile_fullgraph_and_export_torch_backend():
         want = eager(*inputs)
         torch.testing.assert_close(got, want)
         assert not torch.equal(eager.bn.running_mean, rm_before)
+
+
+def test_use_kernels_is_an_alias_of_use_ops_backend():
+    import ddakern
+
+    assert use_kernels is use_ops_backend and ddakern.use_kernels is ddakern.use_ops_backend
+    with ddakern.use_kernels("reference"):
+        assert current_mode() == "reference"
+    assert current_mode() == "auto"
+
+
+# triton: a None entry in sys.modules (torch probes it with find_spec, which must not raise);
+# DALI: a meta_path finder that refuses nvidia.dali*
+_BLOCKER = (
+    "import sys\n"
+    "sys.modules['triton'] = None\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.startswith('nvidia.dali'):\n"
+    "            raise ImportError(f'blocked: {name}')\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+_FORWARD = (
+    "import torch, ddakern\n"
+    "m = ddakern.models.create('resnet18_dda', width=16, fused_ops=True).train()\n"
+    "y = m(torch.randn(2, 3, 32, 32)); y.sum().backward()\n"
+    "assert y.shape == (2, 7) and bool(torch.isfinite(y).all())\n"
+)
+_NOTHING_BLOCKED_LOADED = (
+    "loaded = {k for k, v in sys.modules.items() if v is not None}\n"
+    "assert not any(k.startswith(('triton', 'nvidia.dali', 'ddakern.kernels')) for k in loaded), sorted(loaded)\n"
+)
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True, text=True, timeout=300)
+
+
+def test_import_and_forward_with_triton_and_dali_blocked():
+    """`import ddakern` + a fused model's training step on CPU import neither triton, DALI nor the kernels."""
+    res = _python(_BLOCKER + _FORWARD + _NOTHING_BLOCKED_LOADED)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_malformed_tuning_breaks_only_triton_launches():
+    """A bad DDAKERN_TRITON_TUNING leaves import and the torch backend alone; a Triton launch names the entry."""
+    res = _python("import sys\n" + _FORWARD, DDAKERN_TRITON_TUNING="tile=big")
+    assert res.returncode == 0, res.stderr[-2000:]
+    # what every launcher calls first (the interpreter's default budget ignores the variable)
+    launch = "from ddakern.ops._common import triton_kernels\ntriton_kernels('_common').tuning()\n"
+    bad = _python(launch, DDAKERN_TRITON_TUNING="tile=big")
+    assert bad.returncode != 0 and "DDAKERN_TRITON_TUNING: bad entry 'tile=big'" in bad.stderr

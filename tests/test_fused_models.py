@@ -1,4 +1,4 @@
-"""DDA with fused ops (`fused=True` / `fused_kernels=True`) equals the unfused model, and keeps less."""
+"""DDA with fused ops (`fused=True` / `fused_ops=True`) equals the unfused model, and keeps less."""
 
 import copy
 
@@ -36,13 +36,13 @@ def test_fused_dda_block_matches_unfused_in_training(stage, channels, size):
     ref_module = copy.deepcopy(plain64)
     ref = run(ref_module, x)
     fused64 = copy.deepcopy(plain64)
-    fused64.fused = True
-    with ddakern.use_kernels("torch"):
+    fused64.fused_ops = True
+    with ddakern.use_ops_backend("torch"):
         tight = run(fused64, x)
     plain32 = run(copy.deepcopy(plain64).float(), x.float())
     fused32 = copy.deepcopy(plain64).float()
-    fused32.fused = True
-    with ddakern.use_kernels("triton"):
+    fused32.fused_ops = True
+    with ddakern.use_ops_backend("triton"):
         tri = run(fused32, x.float())
 
     def flat(r: tuple) -> dict[str, torch.Tensor]:
@@ -62,11 +62,11 @@ def test_fused_model_matches_unfused_in_eval():
     plain = create("resnet18_dda", width=64).eval()
     fused = copy.deepcopy(plain)
     for k in range(1, 5):
-        getattr(fused, f"dda{k}").fused = True
+        getattr(fused, f"dda{k}").fused_ops = True
     x = torch.randn(2, 3, 48, 48)
-    with torch.no_grad(), ddakern.use_kernels("torch"):
+    with torch.no_grad(), ddakern.use_ops_backend("torch"):
         torch.testing.assert_close(fused(x), plain(x), rtol=1e-5, atol=1e-5)
-    assert create("resnet18_dda", fused_kernels=True).dda3.fused
+    assert create("resnet18_dda", fused_ops=True).dda3.fused_ops
 
 
 def test_fused_keeps_less_for_backward():
@@ -74,15 +74,15 @@ def test_fused_keeps_less_for_backward():
     block = DDA(64, 1).train()
     x = torch.randn(2, 64, 28, 28)
     plain_block = saved_tensor_bytes(block, x)
-    block.fused = True
-    with ddakern.use_kernels("torch"):
+    block.fused_ops = True
+    with ddakern.use_ops_backend("torch"):
         fused_block = saved_tensor_bytes(block, x)
     model = create("resnet34_dda").train()
     img = torch.randn(2, 3, 64, 64)
     plain_model = saved_tensor_bytes(model, img)
     for k in range(1, 5):
-        getattr(model, f"dda{k}").fused = True
-    with ddakern.use_kernels("torch"):
+        getattr(model, f"dda{k}").fused_ops = True
+    with ddakern.use_ops_backend("torch"):
         fused_model = saved_tensor_bytes(model, img)
     print(
         f"saved bytes fused/reference: DDA1 block {fused_block / plain_block:.3f}, "
@@ -92,7 +92,7 @@ def test_fused_keeps_less_for_backward():
 
 
 def test_fused_model_trains_under_bf16_autocast():
-    model = create("resnet18_dda", width=32, fused_kernels=True).train()
+    model = create("resnet18_dda", width=32, fused_ops=True).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 48, 48)), torch.tensor([0, 3]))
     loss.backward()

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kernels import _common as kcommon
+from ddakern.ops._common import triton_kernels
+
+kcommon = triton_kernels("_common")  # the launchers' block-size budget (imports no triton)
 
 ROOT = Path(__file__).resolve().parents[1]
 triton = pytest.importorskip("triton")
@@ -93,7 +95,7 @@ def test_tuned_swaps_the_budget_the_launchers_read():
 
 
 def test_capture_refuses_interpreted_kernels(monkeypatch):
-    from kernels import aot
+    from bench import aot
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET unset"):
@@ -112,7 +114,10 @@ def test_split_ranges_are_16_aligned_and_cover_every_position(hw, block_p, n):
 
 def test_tuning_env_var_sets_the_default_budget():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "from kernels._common import TUNING as t; print(t.tile, t.bwd_tile, t.num_warps)"
+    code = (
+        "from ddakern.ops._common import triton_kernels; t = triton_kernels('_common').tuning(); "
+        "print(t.tile, t.bwd_tile, t.num_warps)"
+    )
 
     def run(spec: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -6,11 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-import kernels._common as kcommon
 from ddakern import functional as DF
-from ddakern.dispatch import use_kernels
-from ddakern.ops import reference
+from ddakern.dispatch import use_ops_backend
+from ddakern.ops._common import mergeable, triton_kernels
+from ddakern.ops.attention_residual import reference
 from ddakern.profiling import saved_tensor_bytes
+
+kcommon = triton_kernels("_common")  # the launchers' block-size budget (imports no triton)
 
 HWS = [(1, 1), (7, 7), (13, 17)]
 CS = [1, 3, 7, 64, 257]
@@ -48,7 +50,7 @@ def run(mode, x, logits, p, training, grad=None, momentum=0.1, running=True, par
     b = cast(p["bias"]).clone().requires_grad_()
     rm = cast(p["running_mean"]).clone() if running else None
     rv = cast(p["running_var"]).clone() if running else None
-    with use_kernels(mode):
+    with use_ops_backend(mode):
         y = DF.attention_residual(xs, ls, w, b, rm, rv, training, momentum)
         if grad is None:
             grad = torch.randn_like(y)
@@ -63,7 +65,7 @@ def compare(mode, x, logits, p, training, tol=1e-5, **kw):
     backward), at most twice its error."""
     ref, g = run("reference", x, logits, p, training, **kw)
     got, _ = run(mode, x, logits, p, training, grad=g, **kw)
-    if kcommon.mergeable(x):  # else (H, W not mergeable) the fused ops write contiguous outputs
+    if mergeable(x):  # else (H, W not mergeable) the fused ops write contiguous outputs
         assert got[0].stride() == ref[0].stride(), "output must keep the input memory format"
     ref64 = None
     for k, (name, a, r) in enumerate(zip(NAMES, got, ref, strict=True)):
@@ -129,11 +131,11 @@ def test_non_contiguous_inputs(mode):
     # an expanded (stride 0) upstream gradient
     xs = x.clone().requires_grad_()
     ls = logits.clone().requires_grad_()
-    with use_kernels(mode):
+    with use_ops_backend(mode):
         DF.attention_residual(xs, ls, p["weight"], p["bias"], None, None, True).sum().backward()
     xr = x.clone().requires_grad_()
     lr = logits.clone().requires_grad_()
-    reference.attention_residual(xr, lr, p["weight"], p["bias"], None, None, True).sum().backward()
+    reference(xr, lr, p["weight"], p["bias"], None, None, True).sum().backward()
     assert rel_err(xs.grad, xr.grad) < 1e-5 and rel_err(ls.grad, lr.grad) < 1e-5
 
 
@@ -145,7 +147,7 @@ def test_running_statistics_match_batchnorm2d(mode):
         bn.weight.uniform_(0.5, 1.5)
         bn.bias.uniform_(-0.5, 0.5)
     rm, rv = bn.running_mean.clone(), bn.running_var.clone()
-    with use_kernels(mode):
+    with use_ops_backend(mode):
         for step in range(3):
             x = torch.randn(n, c, h, w, device=DEVICE)
             logits = torch.randn(n, c, h, w, device=DEVICE) * (step + 1) + step
@@ -202,7 +204,7 @@ def test_gradcheck_float64_torch_backend(training):
     def fn(x, logits, weight, bias):
         return DF.attention_residual(x, logits, weight, bias, *stats, training)
 
-    with use_kernels("torch"):
+    with use_ops_backend("torch"):
         assert torch.autograd.gradcheck(fn, (x, logits, weight, bias))
 
 
@@ -218,10 +220,10 @@ def test_saved_bytes(training):
     def fn(*a):
         return DF.attention_residual(*a, training)
 
-    with use_kernels("reference"):
+    with use_ops_backend("reference"):
         ref_total = saved_tensor_bytes(fn, *args)
         ref_extra = saved_tensor_bytes(fn, *args, exclude_args=True)
-    with use_kernels("torch"):
+    with use_ops_backend("torch"):
         fused_total = saved_tensor_bytes(fn, *args)
         fused_extra = saved_tensor_bytes(fn, *args, exclude_args=True)
     big = x.numel() * 4
@@ -241,7 +243,7 @@ def test_only_some_inputs_require_grad(mode, training):
         for m in ("reference", mode):
             xs, ls = x.clone().requires_grad_(x_grad), logits.clone().requires_grad_(l_grad)
             rm, rv = p["running_mean"].clone(), p["running_var"].clone()
-            with use_kernels(m):
+            with use_ops_backend(m):
                 y = DF.attention_residual(xs, ls, p["weight"], p["bias"], rm, rv, training)
             (y * y).sum().backward()
             grads.append((y, xs.grad if x_grad else ls.grad, rm, rv))

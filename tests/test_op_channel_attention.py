@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels._common as kcommon
 from ddakern import functional as DF
-from ddakern.dispatch import use_kernels
+from ddakern.dispatch import use_ops_backend
+from ddakern.ops._common import mergeable, triton_kernels
 from ddakern.profiling import saved_tensor_bytes
+
+kcommon = triton_kernels("_common")  # the launchers' block-size budget (imports no triton)
 
 HWS = [(1, 1), (7, 7), (13, 17)]
 CS = [1, 3, 7, 64, 257]
@@ -37,7 +39,7 @@ def run(mode, x, logits, scale, residual, grad=None, dtype=None):
     xs = cast(x).detach().clone(memory_format=torch.preserve_format).requires_grad_()
     ls = cast(logits).detach().clone().requires_grad_()
     ss = cast(scale).detach().clone().requires_grad_() if scale is not None else None
-    with use_kernels(mode):
+    with use_ops_backend(mode):
         y = DF.channel_attention(xs, ls, ss, residual=residual)
         if grad is None:
             grad = torch.randn_like(y)
@@ -50,7 +52,7 @@ def compare(mode, x, logits, scale, residual, tol=1e-5):
     reference's own error against a float64 reference."""
     ref, g = run("reference", x, logits, scale, residual)
     got, _ = run(mode, x, logits, scale, residual, grad=g)
-    if kcommon.mergeable(x):  # else (H, W not mergeable) the fused ops write contiguous outputs
+    if mergeable(x):  # else (H, W not mergeable) the fused ops write contiguous outputs
         assert got[0].stride() == ref[0].stride(), "output must keep the input memory format"
     assert got[2].shape == logits.shape
     ref64 = None
@@ -147,7 +149,7 @@ def test_gradcheck_float64_torch_backend(variant):
     x = torch.randn(2, 5, 3, 2, dtype=torch.float64, requires_grad=True)
     logits = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
     scale = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
-    with use_kernels("torch"):
+    with use_ops_backend("torch"):
         if use_scale:
             assert torch.autograd.gradcheck(
                 lambda a, b, s: DF.channel_attention(a, b, s, residual), (x, logits, scale)
@@ -169,10 +171,10 @@ def test_saved_bytes(variant):
     def fn(*a):
         return DF.channel_attention(*a, residual=residual)
 
-    with use_kernels("reference"):
+    with use_ops_backend("reference"):
         ref_total = saved_tensor_bytes(fn, *args)
         ref_extra = saved_tensor_bytes(fn, *args, exclude_args=True)
-    with use_kernels("torch"):
+    with use_ops_backend("torch"):
         fused_total = saved_tensor_bytes(fn, *args)
         fused_extra = saved_tensor_bytes(fn, *args, exclude_args=True)
     big, small = x.numel() * 4, n * c * 4
@@ -190,7 +192,7 @@ def test_only_some_inputs_require_grad(mode):
         grads = []
         for m in ("reference", mode):
             leaves = [t.clone().requires_grad_(f) for t, f in zip((x, logits, scale), flags, strict=True)]
-            with use_kernels(m):
+            with use_ops_backend(m):
                 y = DF.channel_attention(*leaves, residual=True)
             (y * y).sum().backward()
             grads.append([y] + [t.grad for t in leaves if t.requires_grad])

@@ -84,8 +84,8 @@ def test_fused_ops_with_recompute(base, backend) -> None:
     fused = copy.deepcopy(base)
     for m in fused.modules():
         if isinstance(m, DDA):
-            m.fused = True
-    with ddakern.use_kernels(backend):
+            m.fused_ops = True
+    with ddakern.use_ops_backend(backend):
         ref = step(copy.deepcopy(fused), x, y)
         fused.set_grad_checkpointing("dda")
         assert differing(ref, step(fused, x, y)) == []

@@ -65,7 +65,8 @@ def test_plain_host_drops_the_synthetic_dda_options() -> None:
         (["--holdout", "1.5"], "error: --holdout: must be in [0, 1), got 1.5"),
         (["--device", "tpu"], "error: --device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
         (["--frobnicate"], "error: unrecognized arguments: --frobnicate"),
-        (["--resume", "/nonexistent/last.pt"], "error: /nonexistent/last.pt: checkpoint not found"),
+        (["--workers", "-1"], "error: --workers: must be >= 0, got -1"),
+        (["--ops-backend", "cuda"], "error: --ops-backend: expected one of auto, reference, torch, triton, got 'cuda'"),
     ],
 )
 def test_bad_values_are_one_line_errors(argv, message, capsys, monkeypatch) -> None:
@@ -74,6 +75,36 @@ def test_bad_values_are_one_line_errors(argv, message, capsys, monkeypatch) -> N
     err = capsys.readouterr().err.strip()
     assert err.startswith(message), err
     assert "\n" not in err
+
+
+def test_bad_resume_file_is_a_failed_run(capsys) -> None:
+    """A missing or unreadable --resume checkpoint is exit code 1 (as documented), not a bad option."""
+    assert main(["--resume", "/nonexistent/last.pt"]) == 1
+    assert capsys.readouterr().err.strip() == "error: /nonexistent/last.pt: checkpoint not found"
+
+
+def test_old_names_map_to_the_new_options(tmp_path) -> None:
+    """--fused-kernels / --kernels / --num-workers (flags, TOML keys, checkpoint configs) still work."""
+    cfg = configure(["--fused-kernels", "--kernels", "reference", "--num-workers", "0"])
+    assert (cfg.fused_ops, cfg.ops_backend, cfg.workers, cfg.dali_threads) == (True, "reference", 0, 1)
+    cfg = configure(["--fused-ops", "--ops-backend", "torch", "--workers", "3", "--dali-threads", "4"])
+    assert (cfg.fused_ops, cfg.ops_backend, cfg.workers, cfg.dali_threads) == (True, "torch", 3, 4)
+    toml = tmp_path / "old.toml"
+    toml.write_text('fused-kernels = true\nkernels = "torch"\nnum_workers = 3\n', encoding="utf-8")
+    cfg = configure(["--config", str(toml)])
+    assert (cfg.fused_ops, cfg.ops_backend, cfg.workers, cfg.dali_threads) == (True, "torch", 3, 3)
+    old = {**configure([]).to_dict(), "fused_kernels": True, "kernels": "triton", "num_workers": 2}
+    for key in ("fused_ops", "ops_backend", "workers", "dali_threads"):
+        del old[key]
+    cfg = resolve({}, {}, base=old)
+    assert (cfg.fused_ops, cfg.ops_backend, cfg.workers, cfg.dali_threads) == (True, "triton", 2, 2)
+
+
+def test_recipes_share_their_published_values() -> None:
+    assert RECIPES["ferplus"] == RECIPES["fer2013"]
+    assert {k: RECIPES["rafdb"][k] for k in ("optimizer", "lr", "batch_size", "seed")} == {
+        k: RECIPES["fer2013"][k] for k in ("optimizer", "lr", "batch_size", "seed")
+    }
 
 
 def test_bad_config_file_is_a_one_line_error(tmp_path, capsys) -> None:

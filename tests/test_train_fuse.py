@@ -103,7 +103,8 @@ def test_untrained_late_fusion_is_the_mean_of_members(members):
 
 def test_bad_members_fail_with_one_line(members, tmp_path, capsys):
     root, paths = members
-    assert fuse.main(["--method", "early", "--members", str(paths[0]), str(tmp_path / "missing.pt")]) == 2
+    # a bad checkpoint is a failed run (exit 1), as in train.run
+    assert fuse.main(["--method", "early", "--members", str(paths[0]), str(tmp_path / "missing.pt")]) == 1
     assert "missing.pt: checkpoint not found" in capsys.readouterr().err
     ckpt = torch.load(paths[1], weights_only=False)
     for change, message in [
@@ -112,6 +113,6 @@ def test_bad_members_fail_with_one_line(members, tmp_path, capsys):
     ]:
         bad = tmp_path / "bad.pt"
         torch.save({**ckpt, **change}, bad)
-        assert fuse.main(["--method", "early", "--members", str(paths[0]), str(bad)]) == 2
+        assert fuse.main(["--method", "early", "--members", str(paths[0]), str(bad)]) == 1
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err

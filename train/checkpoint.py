@@ -9,9 +9,11 @@ class_names, dda_stages, dda_options, dropout, image_size, normalize, recipe.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,117 @@ import torch
 from torch import nn
 
 FORMAT_VERSION = 1
+log = logging.getLogger("train")
+
+
+@dataclass
+class State:
+    """Progress that goes into checkpoints besides the module/optimiser states."""
+
+    epoch: int = 0  # epoch in progress (0-based)
+    step: int = 0  # batches of `epoch` already done
+    global_step: int = 0
+    best_metric: float = -1.0  # best validation accuracy (%) so far
+    best_epoch: int = 0  # 1-based; 0: none yet
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, correct, count
+    train_seconds: float = 0.0
+    train_images: int = 0
+
+
+_STATE_KEYS = (
+    "epoch",
+    "step",
+    "global_step",
+    "best_metric",
+    "best_epoch",
+    "bad_epochs",
+    "train_seconds",
+    "train_images",
+)
+
+
+def build_checkpoint(
+    *,
+    state: State,
+    net: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+    rng: list[dict[str, Any]],
+    world_size: int,
+    config: Any,
+    class_names: tuple[str, ...],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict: everything needed to continue, and to rebuild the model without the config."""
+    cfg = config
+    ckpt = {
+        "format": FORMAT_VERSION,
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        **{k: getattr(state, k) for k in _STATE_KEYS[:6]},
+        "history": list(state.history),
+        "partial": list(state.partial),
+        **{k: getattr(state, k) for k in _STATE_KEYS[6:]},
+        "rng": rng,
+        "world_size": world_size,
+        "config": cfg.to_dict(),
+        "model_name": cfg.model,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "dda_stages": list(cfg.dda_stages),
+        "dda_options": cfg.dda_options,
+        "dropout": cfg.dropout,
+        "image_size": cfg.image_size,
+        "normalize": cfg.normalize,
+        "recipe": cfg.recipe,
+        "dataset": cfg.dataset,
+    }
+    ckpt.update(extra or {})
+    return ckpt
+
+
+def restore_checkpoint(
+    ckpt: dict[str, Any],
+    *,
+    state: State,
+    net: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+    rank: int,
+    world_size: int,
+    model_name: str,
+    num_classes: int,
+) -> dict[str, Any] | None:
+    """Load `ckpt` into the components and `state`; returns this rank's saved RNG state (None when the
+    checkpoint was written by another number of processes: then the run is not bitwise-resumable)."""
+    if ckpt["model_name"] != model_name or ckpt["num_classes"] != num_classes:
+        raise CheckpointError(
+            f"checkpoint is {ckpt['model_name']} with {ckpt['num_classes']} classes, "
+            f"run is {model_name} with {num_classes}"
+        )
+    net.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt["scheduler"] is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    for k in _STATE_KEYS:
+        setattr(state, k, ckpt[k])
+    state.history = list(ckpt["history"])
+    # the partial-epoch sums were reduced over ranks when saved: rank 0 carries them
+    state.partial = list(ckpt["partial"]) if rank == 0 else [0.0, 0.0, 0.0]
+    if ckpt["world_size"] == world_size:
+        return ckpt["rng"][rank]
+    log.warning(
+        f"checkpoint was written by {ckpt['world_size']} processes, this run has "
+        f"{world_size}: RNG streams are not restored (the run is not bitwise-resumable)"
+    )
+    return None
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -82,8 +195,9 @@ def find_auto_resume(out: str | None, recipe: str, model: str, runs: Path = Path
     return found[-1] if found else None
 
 
-def build_model(ckpt: dict[str, Any] | str | os.PathLike, *, fused_kernels: bool = False) -> nn.Module:
-    """The trained model of a checkpoint (or checkpoint path), weights loaded, in eval mode, on CPU."""
+def build_model(ckpt: dict[str, Any] | str | os.PathLike, *, fused_ops: bool = False) -> nn.Module:
+    """The trained model of a checkpoint (or checkpoint path), weights loaded, in eval mode, on CPU;
+    `fused_ops` routes DDA gates through ddakern's fused ops."""
     from ddakern.models import create
 
     if not isinstance(ckpt, dict):
@@ -94,7 +208,7 @@ def build_model(ckpt: dict[str, Any] | str | os.PathLike, *, fused_kernels: bool
         num_classes=ckpt["num_classes"],
         dda_stages=tuple(ckpt["dda_stages"]),
         dropout=ckpt.get("dropout", 0.4),
-        fused_kernels=fused_kernels,
+        fused_ops=fused_ops,
         **kwargs,
     )
     model.load_state_dict(ckpt["model"])

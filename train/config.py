@@ -1,7 +1,9 @@
 """Run configuration: the recipes' published defaults, TOML config files and CLI flags, merged.
 
 Precedence (lowest to highest): recipe defaults (or, when resuming, the checkpoint's resolved config),
-the `--config` TOML file, explicit command-line flags.
+the `--config` TOML file, explicit command-line flags. Every option is one `Config` field; its flag,
+TOML key, type, choices, help text and `--help` group all come from that field (plain argparse does
+the parsing and type conversion; TOML values are checked against the same types).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,51 +24,43 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - python 3.10
     import tomli as tomllib
 
-DATASET_OF_RECIPE = {"fer2013": "fer2013", "ferplus": "ferplus", "rafdb": "rafdb", "synthetic": "fer2013"}
-RECIPE_NAMES = ("fer2013", "ferplus", "rafdb", "synthetic")
+__all__ = ["RECIPES", "Config", "ConfigError", "parse_cli", "resolve", "upgrade_keys"]
 
 
 class ConfigError(ValueError):
     """A bad configuration value; the message is one line naming the option."""
 
 
-_FER_RECIPE: dict[str, Any] = dict(
-    model="resnet34_dda",
-    optimizer="radam",
-    lr=1e-4,
+DATASET_OF_RECIPE = {"fer2013": "fer2013", "ferplus": "ferplus", "rafdb": "rafdb", "synthetic": "fer2013"}
+RECIPE_NAMES = tuple(DATASET_OF_RECIPE)
+_PUBLISHED = dict(model="resnet34_dda", optimizer="radam", lr=1e-4, epochs=50, batch_size=48, image_size=224, seed=113)
+_FER = dict(
+    _PUBLISHED,
     weight_decay=1e-3,
     scheduler="plateau",
     plateau_factor=0.1,
     plateau_patience=2,
-    epochs=50,
     early_stop=10,
-    batch_size=48,
-    image_size=224,
-    seed=113,
     normalize="unit",
     augment="fer2013",
 )
 RECIPES: dict[str, dict[str, Any]] = {
-    "fer2013": dict(_FER_RECIPE),
-    "ferplus": dict(_FER_RECIPE),
+    "fer2013": _FER,
+    "ferplus": _FER,  # FERPlus uses the FER2013 recipe on its relabelled images
     "rafdb": dict(
-        model="resnet34_dda",
-        optimizer="radam",
-        lr=1e-4,
+        _PUBLISHED,
         weight_decay=1e-4,
         scheduler="exponential",
         gamma=0.9,
         epochs=60,
         early_stop=0,
-        batch_size=48,
-        image_size=224,
-        seed=113,
         normalize="imagenet",
         augment="rafdb",
     ),
-    # Tuned so that the default run (`python -m train.run --fused-kernels`) reaches >= 90% test
-    # accuracy within 5 minutes on 2 CPU cores; see the README.
+    # Tuned so that the default run (`python -m train.run --fused-ops`) reaches >= 90% test accuracy
+    # within 5 minutes on 2 CPU cores; see the README.
     "synthetic": dict(
+        _PUBLISHED,
         model="resnet18_dda",
         dda_stages=(4,),
         dda_width=64,
@@ -78,7 +74,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         early_stop=0,
         batch_size=32,
         image_size=64,
-        seed=113,
         normalize="unit",
         augment="none",  # fresh samples instead of augmented repeats
         tta_augment="fer2013",
@@ -87,178 +82,107 @@ RECIPES: dict[str, dict[str, Any]] = {
         synthetic_test=280,
     ),
 }
-"""Published defaults per recipe (training-recipes.md); anything not listed comes from Config."""
-
-
-def _choice(*options: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        v = str(value)
-        if v not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return v
-
-    parse.__name__ = "choice"
-    return parse
-
-
-def _opt_choice(*options: str) -> Callable[[Any], str | None]:
-    inner = _choice(*options)
-
-    def parse(value: Any) -> str | None:
-        return None if value is None or str(value).lower() in ("", "none") else inner(value)
-
-    return parse
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"expected an integer, got {value!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected an integer, got {value!r}") from None
-
-
-def _float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {value!r}") from None
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(value).lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _opt_str(value: Any) -> str | None:
-    if value is None or str(value).lower() in ("", "none"):
-        return None
-    return str(value)
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value is None or str(value).lower() in ("", "none") else _int(value)
+"""Published defaults per recipe (training-recipes.md), each value written once; the rest from Config."""
 
 
 def _stages(value: Any) -> tuple[int, ...]:
     """ "1,2,3,4", "3 4", "none" or a list of ints."""
-    if isinstance(value, (list, tuple)):
-        items = list(value)
-    elif str(value).strip().lower() in ("", "none"):
+    items = list(value) if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+    if [str(v).lower() for v in items] == ["none"]:
         items = []
-    else:
-        items = str(value).replace(",", " ").split()
-    out = tuple(sorted(_int(v) for v in items))
-    if any(s not in (1, 2, 3, 4) for s in out) or len(set(out)) != len(out):
+    try:
+        out = tuple(sorted(int(v) for v in items if not isinstance(v, bool)))
+    except ValueError:
+        out = ()
+        items = [None]
+    if len(out) != len(items) or any(s not in (1, 2, 3, 4) for s in out) or len(set(out)) != len(out):
         raise ValueError(f"expected distinct stages in 1..4 such as 1,2,3,4 or 3,4, got {value!r}")
     return out
 
 
-def _opt(kind: Callable[[Any], Any], help: str, flag: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"parse": kind, "help": help, "flag": flag, **extra}
+def _opt(default: Any, group: str, help: str, *, choices: Sequence[str] | None = None, aliases: Sequence[str] = ()):
+    """A Config field with its --help group, help text, allowed values and extra (alias) flags."""
+    meta = {"group": group, "help": help, "choices": choices, "aliases": tuple(aliases)}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+GROUPS = ("run", "model", "optimisation", "data", "evaluation", "system", "debug")
+_AMP, _BACKENDS = ("none", "bf16", "fp16"), ("auto", "reference", "torch", "triton")
 
 
 @dataclass
 class Config:
     """Every setting of a run; `config.json` of a run folder is `dataclasses.asdict` of this."""
 
-    recipe: str = field(default="synthetic", metadata=_opt(_choice(*RECIPE_NAMES), "training recipe"))
-    data_root: str | None = field(
-        default=None,
-        metadata=_opt(_opt_str, "data folder (real recipes; default $DDAKERN_DATA); synthetic: its cache folder"),
+    recipe: str = _opt("synthetic", "run", "training recipe", choices=RECIPE_NAMES)
+    data_root: str | None = _opt(None, "data", "data folder (real recipes; default $DDAKERN_DATA); synthetic: cache")
+    out: str | None = _opt(None, "run", "run folder (default runs/<recipe>-<model>-<timestamp>)")
+    resume: str | None = _opt(None, "run", "checkpoint to continue from, or 'auto' (latest last.pt)")
+    model: str = _opt("resnet34_dda", "model", "model name from ddakern.models.list_models()")
+    dda_stages: tuple[int, ...] = _opt((1, 2, 3, 4), "model", "DDA stages of *_dda models, e.g. 1,2,3,4 or 3,4")
+    dda_width: int | None = _opt(None, "model", "DDA upsampler width (default 512/612)")
+    dda_spatial_width: int | None = _opt(None, "model", "DDA spatial-path width (default 512)")
+    dropout: float = _opt(0.4, "model", "dropout before the classifier")
+    pretrained: str | None = _opt(None, "model", "none, imagenet, vggface2 or a state-dict file for the host")
+    fused_ops: bool = _opt(
+        False,
+        "model",
+        "route DDA gates through ddakern's fused ops (old name: --fused-kernels)",
+        aliases=("--fused-kernels",),
     )
-    model: str = field(default="resnet34_dda", metadata=_opt(str, "model name from ddakern.models.list_models()"))
-    dda_stages: tuple[int, ...] = field(
-        default=(1, 2, 3, 4), metadata=_opt(_stages, "DDA stages of *_dda models, e.g. 1,2,3,4 or 3,4")
+    ops_backend: str = _opt(
+        "auto",
+        "model",
+        "fused-op backend, ddakern.use_ops_backend (old name: --kernels)",
+        choices=_BACKENDS,
+        aliases=("--kernels",),
     )
-    dda_width: int | None = field(default=None, metadata=_opt(_opt_int, "DDA upsampler width (default 512/612)"))
-    dda_spatial_width: int | None = field(default=None, metadata=_opt(_opt_int, "DDA spatial-path width (default 512)"))
-    dropout: float = field(default=0.4, metadata=_opt(_float, "dropout before the classifier"))
-    pretrained: str | None = field(
-        default=None, metadata=_opt(_opt_str, "none, imagenet, vggface2 or a state-dict file for the host")
+    amp: str = _opt("none", "system", "mixed precision", choices=_AMP)
+    channels_last: bool = _opt(False, "system", "channels-last memory format")
+    compile: bool = _opt(False, "system", "wrap the model in torch.compile")
+    device: str = _opt("auto", "system", "auto, cpu, cuda or cuda:N")
+    epochs: int = _opt(50, "optimisation", "maximum number of epochs")
+    batch_size: int = _opt(48, "optimisation", "training batch size per process")
+    image_size: int = _opt(224, "data", "input size S (S x S), >= 32")
+    optimizer: str = _opt("radam", "optimisation", "optimiser", choices=("radam", "adam", "adamw", "sgd"))
+    lr: float = _opt(1e-4, "optimisation", "learning rate")
+    weight_decay: float = _opt(1e-3, "optimisation", "weight decay (coupled L2 except adamw)")
+    momentum: float = _opt(0.9, "optimisation", "SGD momentum")
+    scheduler: str = _opt(
+        "plateau", "optimisation", "LR schedule, stepped once per epoch", choices=("plateau", "exponential", "none")
     )
-    fused_kernels: bool = field(default=False, metadata=_opt(_bool, "route DDA gates through ddakern's fused ops"))
-    kernels: str = field(
-        default="auto",
-        metadata=_opt(_choice("auto", "reference", "torch", "triton"), "fused-op backend (ddakern.use_kernels)"),
+    plateau_factor: float = _opt(0.1, "optimisation", "ReduceLROnPlateau factor")
+    plateau_patience: int = _opt(2, "optimisation", "ReduceLROnPlateau patience (epochs)")
+    gamma: float = _opt(0.9, "optimisation", "ExponentialLR gamma")
+    early_stop: int = _opt(10, "optimisation", "stop after this many epochs without improvement (0: never)")
+    class_weighted: bool = _opt(False, "optimisation", "class-weighted cross entropy")
+    augment: str = _opt(
+        "fer2013", "data", "training augmentation recipe (also the TTA views)", choices=("fer2013", "rafdb", "none")
     )
-    amp: str = field(default="none", metadata=_opt(_choice("none", "bf16", "fp16"), "mixed precision"))
-    channels_last: bool = field(default=False, metadata=_opt(_bool, "channels-last memory format"))
-    compile: bool = field(default=False, metadata=_opt(_bool, "wrap the model in torch.compile"))
-    device: str = field(default="auto", metadata=_opt(str, "auto, cpu, cuda or cuda:N"))
-    epochs: int = field(default=50, metadata=_opt(_int, "maximum number of epochs"))
-    batch_size: int = field(default=48, metadata=_opt(_int, "training batch size per process"))
-    eval_batch_size: int | None = field(
-        default=None, metadata=_opt(_opt_int, "evaluation batch size (images; default: batch size)")
+    normalize: str = _opt("unit", "data", "input normalisation", choices=("unit", "imagenet"))
+    seed: int = _opt(113, "run", "random seed")
+    eval_batch_size: int | None = _opt(None, "evaluation", "evaluation batch size (images; default: batch size)")
+    tta_augment: str | None = _opt(
+        None, "evaluation", "recipe of the TTA views (default: --augment)", choices=("fer2013", "rafdb")
     )
-    image_size: int = field(default=224, metadata=_opt(_int, "input size S (S x S), >= 32"))
-    optimizer: str = field(default="radam", metadata=_opt(_choice("radam", "adam", "adamw", "sgd"), "optimiser"))
-    lr: float = field(default=1e-4, metadata=_opt(_float, "learning rate"))
-    weight_decay: float = field(default=1e-3, metadata=_opt(_float, "weight decay (coupled L2 except adamw)"))
-    momentum: float = field(default=0.9, metadata=_opt(_float, "SGD momentum"))
-    scheduler: str = field(
-        default="plateau",
-        metadata=_opt(_choice("plateau", "exponential", "none"), "LR schedule, stepped once per epoch"),
-    )
-    plateau_factor: float = field(default=0.1, metadata=_opt(_float, "ReduceLROnPlateau factor"))
-    plateau_patience: int = field(default=2, metadata=_opt(_int, "ReduceLROnPlateau patience (epochs)"))
-    gamma: float = field(default=0.9, metadata=_opt(_float, "ExponentialLR gamma"))
-    early_stop: int = field(
-        default=10, metadata=_opt(_int, "stop after this many epochs without improvement (0: never)")
-    )
-    class_weighted: bool = field(default=False, metadata=_opt(_bool, "class-weighted cross entropy"))
-    augment: str = field(
-        default="fer2013",
-        metadata=_opt(_choice("fer2013", "rafdb", "none"), "training augmentation recipe (also the TTA views)"),
-    )
-    normalize: str = field(default="unit", metadata=_opt(_choice("unit", "imagenet"), "input normalisation"))
-    seed: int = field(default=113, metadata=_opt(_int, "random seed"))
-    out: str | None = field(
-        default=None, metadata=_opt(_opt_str, "run folder (default runs/<recipe>-<model>-<timestamp>)")
-    )
-    resume: str | None = field(
-        default=None, metadata=_opt(_opt_str, "checkpoint to continue from, or 'auto' (latest last.pt)")
-    )
-    tta_augment: str | None = field(
-        default=None,
-        metadata=_opt(_opt_choice("fer2013", "rafdb"), "recipe of the TTA views (default: --augment)"),
-    )
-    tta: bool = field(default=True, metadata=_opt(_bool, "also evaluate the test split with TTA"))
-    tta_views: int = field(default=20, metadata=_opt(_int, "TTA views per image"))
-    loader: str = field(
-        default="auto", metadata=_opt(_choice("auto", "dali", "torch"), "input pipeline (auto: DALI if installed)")
-    )
-    num_workers: int = field(
-        default=2, metadata=_opt(_int, "loader threads (DALI) or worker processes (torch; <= 1: in-process)")
-    )
-    threads: int | None = field(default=None, metadata=_opt(_opt_int, "torch intra-op threads (default: torch's)"))
-    skip_bad: bool = field(default=False, metadata=_opt(_bool, "skip malformed samples instead of failing"))
-    holdout: float = field(
-        default=0.0, metadata=_opt(_float, "RAF-DB: fraction of train held out for selection (honest protocol)")
-    )
-    sync_bn: bool = field(default=False, metadata=_opt(_bool, "SyncBatchNorm across processes (torchrun)"))
-    synthetic_train: int = field(default=1400, metadata=_opt(_int, "synthetic recipe: training images"))
-    synthetic_val: int = field(default=280, metadata=_opt(_int, "synthetic recipe: validation images"))
-    synthetic_test: int = field(default=280, metadata=_opt(_int, "synthetic recipe: test images"))
-    progress: bool = field(default=True, metadata=_opt(_bool, "tqdm progress bar on stderr"))
-    debug_nan_at_step: int | None = field(
-        default=None, metadata=_opt(_opt_int, "debug: make the loss NaN at this global step (1-based)")
-    )
-    debug_wait_at_step: int | None = field(
-        default=None,
-        metadata=_opt(_opt_int, "debug: after this global step print 'debug-wait STEP' and wait for a signal"),
-    )
-    debug_seen: str | None = field(
-        default=None, metadata=_opt(_opt_str, "debug: each rank appends the ids of its training samples here")
-    )
+    tta: bool = _opt(True, "evaluation", "also evaluate the test split with TTA")
+    tta_views: int = _opt(20, "evaluation", "TTA views per image")
+    loader: str = _opt("auto", "data", "input pipeline (auto: DALI if installed)", choices=("auto", "dali", "torch"))
+    workers: int = _opt(2, "data", "PyTorch loader: worker processes (0 or 1: load in the main process)")
+    dali_threads: int = _opt(2, "data", "DALI loader: CPU threads of each pipeline")
+    threads: int | None = _opt(None, "system", "torch intra-op threads (default: torch's)")
+    skip_bad: bool = _opt(False, "data", "skip malformed samples instead of failing")
+    holdout: float = _opt(0.0, "data", "RAF-DB: fraction of train held out for selection (honest protocol)")
+    sync_bn: bool = _opt(False, "system", "SyncBatchNorm across processes (torchrun)")
+    synthetic_train: int = _opt(1400, "data", "synthetic recipe: training images")
+    synthetic_val: int = _opt(280, "data", "synthetic recipe: validation images")
+    synthetic_test: int = _opt(280, "data", "synthetic recipe: test images")
+    progress: bool = _opt(True, "system", "tqdm progress bar on stderr")
+    debug_nan_at_step: int | None = _opt(None, "debug", "make the loss NaN at this global step (1-based)")
+    debug_wait_at_step: int | None = _opt(None, "debug", "after this global step print 'debug-wait STEP', wait")
+    debug_seen: str | None = _opt(None, "debug", "each rank appends the ids of its training samples here")
 
     @property
     def dataset(self) -> str:
@@ -290,19 +214,70 @@ class Config:
 
 
 FIELDS = {f.name: f for f in fields(Config)}
+TYPES = typing.get_type_hints(Config)
 _NOT_CONFIGURABLE_FROM_FILE = {"resume"}
+
+RENAMED = {"fused_kernels": "fused_ops", "kernels": "ops_backend"}
+"""Old option names (flags, TOML keys, configs saved in checkpoints) -> current ones."""
+LEGACY_NUM_WORKERS = "num_workers"
+"""Old `--num-workers N`: N DALI threads, or N PyTorch worker processes; maps to --workers and --dali-threads."""
+
+
+def upgrade_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """Options under their current names (old checkpoints, TOML files and flags use the old ones)."""
+    out = {RENAMED.get(k, k): v for k, v in values.items() if k != LEGACY_NUM_WORKERS}
+    if LEGACY_NUM_WORKERS in values:
+        n = values[LEGACY_NUM_WORKERS]
+        out.setdefault("workers", n)  # the PyTorch loader ran in-process for n <= 1, as with --workers
+        out.setdefault("dali_threads", max(1, n) if isinstance(n, int) and not isinstance(n, bool) else n)
+    return out
+
+
+def _converter(name: str) -> Callable[[Any], Any]:
+    """The argparse `type=` of option `name`, from its annotation (None: 'none' or empty)."""
+    hint = TYPES[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    base = _stages if typing.get_origin(hint) is tuple else (args[0] if optional else hint)
+
+    def convert(value: Any) -> Any:
+        if optional and (value is None or str(value).lower() in ("", "none")):
+            return None
+        try:
+            return base(value)
+        except ValueError as e:  # argparse shows an ArgumentTypeError's own message
+            message = f"expected {_WORDING[base]}, got {value!r}" if base in _WORDING else str(e)
+            raise argparse.ArgumentTypeError(message) from None
+
+    return convert
+
+
+_WORDING = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_TOML_TYPES = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
 
 
 def parse_value(name: str, value: Any, origin: str) -> Any:
-    """Convert `value` for option `name`; ConfigError starts with `origin` (the flag, or file and key)."""
+    """Check a typed value (TOML, checkpoint) for option `name`; ConfigError starts with `origin`."""
+    hint, choices = TYPES[name], FIELDS[name].metadata["choices"]
+    base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    want = base[0] if typing.get_origin(hint) is not tuple else tuple
     try:
-        return FIELDS[name].metadata["parse"](value)
+        if want is tuple:
+            return _stages(value)
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        if isinstance(value, bool) and want is not bool or not isinstance(value, _TOML_TYPES[want]):
+            raise ValueError(f"expected {_WORDING[want]}, got {value!r}")
+        value = want(value)
+        if choices is not None and value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
     except ValueError as e:
         raise ConfigError(f"{origin}: {e}") from None
 
 
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """Options from a TOML file (flat keys, `-` or `_`), converted and checked."""
+    """Options from a TOML file (flat keys, `-` or `_`, as the flag names), checked."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -311,9 +286,11 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: cannot read ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"--config {path}: invalid TOML ({e})") from None
+    keys = {k.replace("-", "_"): k for k in raw}
+    values = upgrade_keys({k.replace("-", "_"): v for k, v in raw.items()})
     out: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = key.replace("-", "_")
+    for name, value in values.items():
+        key = keys.get(name, name)
         if name not in FIELDS or name in _NOT_CONFIGURABLE_FROM_FILE:
             raise ConfigError(f"{path}: unknown option {key!r}")
         out[name] = parse_value(name, value, f"{path}: {key}")
@@ -321,46 +298,70 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are ConfigErrors (run.main turns them into one line and exit code 2)."""
+    """argparse whose errors are ConfigErrors (train.cli turns them into one line and exit code 2)."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise ConfigError(message)
+        raise ConfigError(re.sub(r"^argument (--[\w-]+)(/--[\w-]+)*: ", r"\1: ", message))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `python -m train.run` parser; options left out stay out of the namespace (SUPPRESS)."""
+EPILOG = (
+    "Exit codes: 0 done; 1 run failed (non-finite loss, bad data, bad or missing checkpoint); 2 bad options; "
+    "130/143 stopped by SIGINT/SIGTERM after saving last.pt (continue with --resume auto). "
+    "Old flags still accepted: --fused-kernels (= --fused-ops), --kernels (= --ops-backend), "
+    "--num-workers N / --loader-threads N (= --workers N --dali-threads N)."
+)
+
+
+def build_parser(prog: str = "python -m train.run", description: str | None = None) -> argparse.ArgumentParser:
+    """The `python -m train.run` parser, grouped; options left out stay out of the namespace (SUPPRESS)."""
     p = _ArgumentParser(
-        prog="python -m train.run",
-        description="Train a ddakern model. Defaults come from --recipe, then --config, then flags.",
+        prog=prog,
+        description=description or "Train a ddakern model. Defaults come from --recipe, then --config, then flags.",
         argument_default=argparse.SUPPRESS,
-        epilog="Exit codes: 0 done, 1 run failed (non-finite loss, bad data or checkpoint), 2 bad options, "
-        "130/143 stopped by SIGINT/SIGTERM after saving last.pt (continue with --resume auto).",
+        epilog=EPILOG,
     )
-    p.add_argument("--config", help="TOML file of options (keys as the flag names)")
+    groups = {g: p.add_argument_group(g) for g in GROUPS}
+    groups["run"].add_argument("--config", help="TOML file of options (keys as the flag names)")
     for f in fields(Config):
         meta = f.metadata
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        names = [flag]
-        if f.name == "num_workers":
-            names.append("--loader-threads")
-        if meta["parse"] is _bool:
-            p.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, help=meta["help"])
+        names = ["--" + f.name.replace("_", "-"), *meta["aliases"]]
+        g = groups[meta["group"]]
+        if TYPES[f.name] is bool:
+            g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, help=meta["help"])
         else:
-            p.add_argument(*names, dest=f.name, metavar=f.name.upper(), help=meta["help"])
+            metavar = "{" + ",".join(meta["choices"]) + "}" if meta["choices"] else f.name.upper()
+            g.add_argument(*names, dest=f.name, metavar=metavar, type=_converter(f.name), help=meta["help"])
+    groups["data"].add_argument(
+        "--num-workers",
+        "--loader-threads",
+        dest=LEGACY_NUM_WORKERS,
+        type=int,
+        metavar="N",
+        help="old name: sets both --workers and --dali-threads",
+    )
     return p
 
 
-def parse_cli(argv: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _check_choices(values: dict[str, Any], origin: Callable[[str], str]) -> None:
+    for name, value in values.items():
+        choices = FIELDS[name].metadata["choices"] if name in FIELDS else None
+        if choices is not None and value is not None and value not in choices:
+            raise ConfigError(f"{origin(name)}: expected one of {', '.join(choices)}, got {value!r}")
+
+
+def parse_cli(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> tuple[dict, dict]:
     """(options given as flags, options from --config), each converted and checked."""
-    ns = vars(build_parser().parse_args(list(argv)))
+    ns = vars((parser or build_parser()).parse_args(list(argv)))
     config_path = ns.pop("config", None)
-    cli = {k: (v if isinstance(v, bool) else parse_value(k, v, "--" + k.replace("_", "-"))) for k, v in ns.items()}
+    cli = upgrade_keys(ns)
+    _check_choices(cli, lambda n: "--" + n.replace("_", "-"))
     toml = load_toml(config_path) if config_path else {}
     return cli, toml
 
 
 def resolve(cli: dict[str, Any], toml: dict[str, Any], base: dict[str, Any] | None = None) -> Config:
     """Merge: recipe defaults (or `base`, a checkpoint's config) < TOML < flags; then validate."""
+    base = upgrade_keys(base) if base is not None else None
     recipe = cli.get("recipe", toml.get("recipe", (base or {}).get("recipe", "synthetic")))
     values: dict[str, Any] = {}
     if base is not None:
@@ -381,46 +382,56 @@ def resolve(cli: dict[str, Any], toml: dict[str, Any], base: dict[str, Any] | No
     return cfg
 
 
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+_AT_LEAST = {
+    "epochs": 1,
+    "batch_size": 1,
+    "image_size": 32,
+    "plateau_patience": 0,
+    "early_stop": 0,
+    "tta_views": 1,
+    "workers": 0,
+    "dali_threads": 1,
+    "synthetic_train": 1,
+    "synthetic_val": 1,
+    "synthetic_test": 1,
+    "weight_decay": 0,
+    "eval_batch_size": 1,
+    "threads": 1,
+    "debug_nan_at_step": 1,
+    "debug_wait_at_step": 1,
+}
+"""Lower bounds of numeric options (None, where allowed, is not checked)."""
+
+
 def validate(cfg: Config) -> None:
     """One-line ConfigErrors for values the run cannot use."""
     from ddakern.models import list_models
 
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(message)
-
-    need(cfg.model in list_models(), f"--model: unknown model {cfg.model!r}; known: {', '.join(list_models())}")
-    dda = cfg.model.endswith("_dda")
-    need(dda or not cfg.dda_options, f"--dda-width/--dda-spatial-width: {cfg.model} has no DDA blocks")
-    need(cfg.epochs >= 1, f"--epochs: must be >= 1, got {cfg.epochs}")
-    need(cfg.batch_size >= 1, f"--batch-size: must be >= 1, got {cfg.batch_size}")
-    need(cfg.eval_batch_size is None or cfg.eval_batch_size >= 1, "--eval-batch-size: must be >= 1")
-    need(cfg.image_size >= 32, f"--image-size: must be >= 32, got {cfg.image_size}")
-    need(cfg.lr > 0, f"--lr: must be > 0, got {cfg.lr}")
-    need(cfg.weight_decay >= 0, f"--weight-decay: must be >= 0, got {cfg.weight_decay}")
-    need(0 <= cfg.dropout < 1, f"--dropout: must be in [0, 1), got {cfg.dropout}")
-    need(0 < cfg.plateau_factor < 1, f"--plateau-factor: must be in (0, 1), got {cfg.plateau_factor}")
-    need(cfg.plateau_patience >= 0, f"--plateau-patience: must be >= 0, got {cfg.plateau_patience}")
-    need(0 < cfg.gamma <= 1, f"--gamma: must be in (0, 1], got {cfg.gamma}")
-    need(cfg.early_stop >= 0, f"--early-stop: must be >= 0, got {cfg.early_stop}")
-    need(0 <= cfg.holdout < 1, f"--holdout: must be in [0, 1), got {cfg.holdout}")
-    need(cfg.tta_views >= 1, f"--tta-views: must be >= 1, got {cfg.tta_views}")
-    need(
+    _need(cfg.model in list_models(), f"--model: unknown model {cfg.model!r}; known: {', '.join(list_models())}")
+    no_dda = f"--dda-width/--dda-spatial-width: {cfg.model} has no DDA blocks"
+    _need(cfg.model.endswith("_dda") or not cfg.dda_options, no_dda)
+    for name, low in _AT_LEAST.items():
+        v = getattr(cfg, name)
+        _need(v is None or v >= low, f"--{name.replace('_', '-')}: must be >= {low}, got {v}")
+    _need(cfg.lr > 0, f"--lr: must be > 0, got {cfg.lr}")
+    _need(0 <= cfg.dropout < 1, f"--dropout: must be in [0, 1), got {cfg.dropout}")
+    _need(0 < cfg.plateau_factor < 1, f"--plateau-factor: must be in (0, 1), got {cfg.plateau_factor}")
+    _need(0 < cfg.gamma <= 1, f"--gamma: must be in (0, 1], got {cfg.gamma}")
+    _need(0 <= cfg.holdout < 1, f"--holdout: must be in [0, 1), got {cfg.holdout}")
+    _need(
         not cfg.tta or cfg.tta_views_recipe is not None,
         "--tta needs --tta-augment or --augment set to fer2013 or rafdb (the recipe of its views)",
     )
-    need(cfg.num_workers >= 0, f"--num-workers: must be >= 0, got {cfg.num_workers}")
-    need(cfg.threads is None or cfg.threads >= 1, f"--threads: must be >= 1, got {cfg.threads}")
-    for name in ("synthetic_train", "synthetic_val", "synthetic_test"):
-        need(getattr(cfg, name) >= 1, f"--{name.replace('_', '-')}: must be >= 1")
-    need(
+    _need(
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.split(":")[0] == "cuda",
         f"--device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}",
     )
-    need(
+    _need(
         cfg.recipe == "synthetic" or cfg.data_root is not None,
         f"--recipe {cfg.recipe} needs --data-root (or $DDAKERN_DATA) pointing at the data set",
     )
-    for name in ("debug_nan_at_step", "debug_wait_at_step"):
-        v = getattr(cfg, name)
-        need(v is None or v >= 1, f"--{name.replace('_', '-')}: must be >= 1")

@@ -62,6 +62,38 @@ def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def _score_views(
+    model: nn.Module, autocast: Callable[[], Any], channels_last: bool
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """TTA scoring: V x N x 3 x S x S views -> (cross entropy of the mean softmax, argmax of the summed softmax)."""
+
+    def score(views: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = None
+        for v in range(views.shape[0]):
+            with autocast():
+                logits = model(_prepare(views[v], channels_last))
+            p = logits.float().softmax(dim=1)
+            probs = p if probs is None else probs + p
+        mean = probs / views.shape[0]
+        return F.nll_loss(mean.clamp_min(1e-12).log(), y, reduction="sum"), probs.argmax(1)
+
+    return score
+
+
+def _score_plain(
+    model: nn.Module, autocast: Callable[[], Any], channels_last: bool
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Plain scoring: one view per image -> (summed cross entropy, argmax of the logits)."""
+
+    def score(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast():
+            logits = model(_prepare(x, channels_last))
+        logits = logits.float()
+        return F.cross_entropy(logits, y, reduction="sum"), logits.argmax(1)
+
+    return score
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -71,54 +103,37 @@ def evaluate(
     num_classes: int,
     autocast: Callable[[], Any] = contextlib.nullcontext,
     channels_last: bool = False,
+    tta: bool = False,
 ) -> EvalResult:
-    """Plain evaluation (one view per image): summed cross entropy, accuracy and confusion matrix."""
+    """Summed loss, accuracy and confusion matrix over the split (all ranks).
+
+    Plain: one view per image, cross entropy. `tta`: the loader yields V x N x 3 x S x S views; the
+    prediction is the argmax of the softmax summed over views, the loss the cross entropy of the mean softmax.
+    """
     model.eval()
     device = env.device
+    score = (_score_views if tta else _score_plain)(model, autocast, channels_last)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     start = time.perf_counter()
     for x, y in loader:
-        with autocast():
-            logits = model(_prepare(x, channels_last))
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+        loss, pred = score(x, y)
+        loss_sum += loss.double()
+        confusion += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     return _reduce(loss_sum, confusion.view(num_classes, num_classes), env, seconds, device)
 
 
-@torch.no_grad()
-def evaluate_tta(
-    model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    env: DistEnv,
-    num_classes: int,
-    autocast: Callable[[], Any] = contextlib.nullcontext,
-    channels_last: bool = False,
-) -> EvalResult:
-    """TTA: the loader yields V x N x 3 x S x S views; prediction = argmax of the softmax summed over views.
+def evaluate_tta(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], **kw: Any) -> EvalResult:
+    """`evaluate` with test-time augmentation views (see there)."""
+    return evaluate(model, loader, tta=True, **kw)
 
-    The reported loss is the cross entropy of the mean softmax.
-    """
-    model.eval()
-    device = env.device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
-    start = time.perf_counter()
-    for views, y in loader:
-        probs = torch.zeros(views.shape[1], num_classes, dtype=torch.float32, device=device)
-        for v in range(views.shape[0]):
-            with autocast():
-                logits = model(_prepare(views[v], channels_last))
-            probs += logits.float().softmax(dim=1)
-        mean = probs / views.shape[0]
-        loss_sum += F.nll_loss(mean.clamp_min(1e-12).log(), y, reduction="sum").double()
-        confusion += torch.bincount(y * num_classes + probs.argmax(1), minlength=num_classes * num_classes)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return _reduce(loss_sum, confusion.view(num_classes, num_classes), env, seconds, device)
+
+def evaluate_all(
+    model: nn.Module, loaders: dict[str, Any], tta: bool, **kw: Any
+) -> tuple[EvalResult, EvalResult | None]:
+    """(plain test result, TTA test result or None without --tta) from the "test" and "tta" loaders."""
+    test = evaluate(model, loaders["test"], **kw)
+    return test, (evaluate_tta(model, loaders["tta"], **kw) if tta else None)

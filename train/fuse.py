@@ -7,33 +7,27 @@ trained on the same data, classes and input size. One data pipeline feeds both m
 trainable part trains with the engine's loop (late fusion trains nothing unless --learned-weights),
 then the fused model and each member are evaluated on the test split with and without TTA. The run
 folder holds config.json, metrics.jsonl, curves.png, confusion_matrix.png and summary.json (with
-each member's accuracy beside the fused one). Exit codes as `train.run`.
+each member's accuracy beside the fused one). Exit codes as `train.run` (a missing or foreign member
+checkpoint: 1).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ddakern.ensemble import METHODS, create_ensemble
 from ddakern.models import list_models
 from train import checkpoint as ckpt_io
-from train.config import ConfigError, parse_cli, resolve
-from train.distributed import cleanup, setup
-from train.engine import StopRequested, Trainer, autocast_factory
-from train.evaluate import EvalResult, evaluate, evaluate_tta
-from train.report import peak_memory, plot_confusion, plot_curves, write_json
-from train.run import RUN_FAILURES, _result, out_dir, print_failure, seed_everything
-from train.sources import load_data, make_loaders, protocol, resolve_loader
-
-log = logging.getLogger("train")
+from train.cli import Session, enable_fused_ops, run_entry, seed_everything
+from train.config import Config, ConfigError, parse_cli, resolve
+from train.engine import Trainer, autocast_factory
+from train.evaluate import evaluate_all
+from train.report import fusion_summary, write_json, write_outputs
+from train.sources import load_data, make_loaders, protocol
 
 FUSION_DEFAULTS: dict[str, dict[str, Any]] = {
     "late": {"epochs": 3, "lr": 1e-2, "weight_decay": 0.0},
@@ -102,122 +96,75 @@ def fusion_options(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-class FusionTrainer(Trainer):
-    """The engine's loop over a fusion module; its checkpoints say what they hold."""
+def configure(argv: Sequence[str]) -> tuple[Config, tuple[argparse.Namespace, list[dict[str, Any]]]]:
+    """The run config: the first member's config (data, batch, amp, ...) < method defaults < TOML < flags."""
+    args, rest = parse_fusion_args(argv)
+    ckpts = load_members(args.members)
+    cli, toml = parse_cli(rest)
+    if "resume" in cli:
+        raise ConfigError("--resume: train.fuse does not resume; run it again (fusion heads train in minutes)")
+    base = {k: v for k, v in ckpts[0]["config"].items() if k not in _MEMBER_KEYS_NOT_INHERITED}
+    base.update(FUSION_DEFAULTS[args.method], early_stop=0, scheduler="none")
+    base = {k: v for k, v in base.items() if not k.startswith("debug_")}
+    return resolve(cli, toml, base=base), (args, ckpts)
 
-    fusion_meta: dict[str, Any] = {}
 
-    def checkpoint(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
-        ckpt = super().checkpoint(rng)
-        ckpt.update(model_name=f"fusion-{self.fusion_meta['method']}", fusion=self.fusion_meta)
-        return ckpt
-
-
-def evaluate_all(model: torch.nn.Module, loaders: dict[str, Any], tta: bool, **kw: Any) -> tuple[EvalResult, Any]:
-    test = evaluate(model, loaders["test"], **kw)
-    return test, (evaluate_tta(model, loaders["tta"], **kw) if tta else None)
+def fuse(job: tuple[argparse.Namespace, list[dict[str, Any]]], session: Session) -> int:
+    """The body of train.fuse: members, fusion module, its training (if any), evaluation and report."""
+    (args, ckpts), cfg, env, out = job, session.cfg, session.env, session.out
+    splits = load_data(cfg, env)
+    names = splits["train"].class_names
+    if list(names) != list(ckpts[0]["class_names"]):
+        raise ConfigError(f"the data's classes ({', '.join(names)}) are not the members' classes")
+    seed_everything(cfg.seed)
+    enable_fused_ops(cfg)
+    members = [ckpt_io.build_model(c, fused_ops=cfg.fused_ops).to(env.device) for c in ckpts]
+    fused = create_ensemble(args.method, *members, len(names), **fusion_options(args)).to(env.device)
+    loaders = make_loaders(cfg, env, splits, session.loader)
+    meta = {"method": args.method, "members": [str(p) for p in args.members], "options": fusion_options(args)}
+    if env.is_main:
+        write_json(out / "config.json", {**cfg.to_dict(), "fusion": meta})
+    kw = dict(env=env, num_classes=len(names), autocast=autocast_factory(cfg, env.device))
+    # the members as trained on their own, before joint fusion trains them further
+    member_results = [evaluate_all(m, loaders, cfg.tta, **kw) for m in members]
+    trains = any(p.requires_grad for p in fused.parameters())
+    history: list[dict[str, Any]] = []
+    selected, model = None, fused
+    if trains:
+        extra = {"model_name": f"fusion-{args.method}", "fusion": meta}
+        trainer = Trainer(cfg, env, fused, names, loaders, out, splits["train"].labels, checkpoint_extra=extra)
+        trainer.fit()
+        trainer.load_best()
+        model, history, selected = trainer.model, trainer.state.history, trainer.state.best_epoch
+    test, tta = evaluate_all(model, loaders, cfg.tta, **kw)
+    if not env.is_main:
+        return 0
+    member_rows = [
+        {
+            "checkpoint": str(path),
+            "model": c["model_name"],
+            "test_accuracy": r.accuracy,
+            "test_accuracy_tta": None if rt is None else rt.accuracy,
+        }
+        for path, c, (r, rt) in zip(args.members, ckpts, member_results)
+    ]
+    summary = fusion_summary(session, protocol(cfg), meta, trains, selected, test, tta, names, member_rows)
+    shown = tta if tta is not None else test
+    write_outputs(out, summary, shown, f"{args.method} fusion: {shown.accuracy:.2f}%", history)
+    accs = ", ".join(f"{m['model']} {m['test_accuracy']:.2f}%" for m in member_rows)
+    print(f"report: {out / 'summary.json'} ({args.method} fusion {test.accuracy:.2f}%; members {accs})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    started = time.perf_counter()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args, rest = parse_fusion_args(argv)
-    try:
-        ckpts = load_members(args.members)
-        cli, toml = parse_cli(rest)
-        if "resume" in cli:
-            raise ConfigError("--resume: train.fuse does not resume; run it again (fusion heads train in minutes)")
-        base = {k: v for k, v in ckpts[0]["config"].items() if k not in _MEMBER_KEYS_NOT_INHERITED}
-        base.update(FUSION_DEFAULTS[args.method], early_stop=0, scheduler="none")
-        base = {k: v for k, v in base.items() if not k.startswith("debug_")}
-        cfg = resolve(cli, toml, base=base)
-    except (ConfigError, ckpt_io.CheckpointError) as e:
-        print_failure(e)
-        return 2
-    env = setup(cfg.device)
-    logging.basicConfig(
-        level=logging.INFO if env.is_main else logging.WARNING, format="%(message)s", stream=sys.stderr, force=True
+    """Entry point; returns the process exit code (see the module docstring)."""
+    return run_entry(
+        argv,
+        configure,
+        fuse,
+        folder_stem=lambda cfg, job: f"fuse-{job[0].method}",
+        stop_hint="the fusion run stopped (run it again to redo it)",
     )
-    try:
-        if cfg.out is None:
-            cfg.out = f"runs/fuse-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-        out = out_dir(cfg, env)
-        splits = load_data(cfg, env)
-        names = splits["train"].class_names
-        if list(names) != list(ckpts[0]["class_names"]):
-            raise ConfigError(f"the data's classes ({', '.join(names)}) are not the members' classes")
-        seed_everything(cfg.seed)
-        if cfg.fused_kernels:
-            import ddakern
-
-            ddakern.use_kernels(cfg.kernels)
-        members = [ckpt_io.build_model(c, fused_kernels=cfg.fused_kernels).to(env.device) for c in ckpts]
-        fused = create_ensemble(args.method, *members, len(names), **fusion_options(args)).to(env.device)
-        loaders = make_loaders(cfg, env, splits)
-        meta = {"method": args.method, "members": [str(p) for p in args.members], "options": fusion_options(args)}
-        if env.is_main:
-            write_json(out / "config.json", {**cfg.to_dict(), "fusion": meta})
-        kw = dict(env=env, num_classes=len(names), autocast=autocast_factory(cfg, env.device))
-        # the members as trained on their own, before joint fusion trains them further
-        member_results = [evaluate_all(m, loaders, cfg.tta, **kw) for m in members]
-        trains = any(p.requires_grad for p in fused.parameters())
-        history: list[dict[str, Any]] = []
-        selected = None
-        model: torch.nn.Module = fused
-        if trains:
-            trainer = FusionTrainer(cfg, env, fused, names, loaders, out, splits["train"].labels)
-            trainer.fusion_meta = meta
-            trainer.fit()
-            trainer.load_best()
-            model, history, selected = trainer.model, trainer.state.history, trainer.state.best_epoch
-        test, tta = evaluate_all(model, loaders, cfg.tta, **kw)
-        if not env.is_main:
-            return 0
-        summary = {
-            "status": "completed",
-            "method": args.method,
-            "fusion_options": meta["options"],
-            "trained": trains,
-            "selected_epoch": selected,
-            "recipe": cfg.recipe,
-            "protocol": protocol(cfg),
-            "test_accuracy": test.accuracy,
-            "test_accuracy_tta": None if tta is None else tta.accuracy,
-            "test": _result(test, names),
-            "test_tta": None if tta is None else _result(tta, names),
-            "members": [
-                {
-                    "checkpoint": str(path),
-                    "model": c["model_name"],
-                    "test_accuracy": r.accuracy,
-                    "test_accuracy_tta": None if rt is None else rt.accuracy,
-                }
-                for path, c, (r, rt) in zip(args.members, ckpts, member_results)
-            ],
-            "class_names": list(names),
-            "loader": resolve_loader(cfg.loader),
-            "peak_memory": peak_memory(env.device),
-            "wall_seconds": time.perf_counter() - started,
-            "device": str(env.device),
-        }
-        shown = tta if tta is not None else test
-        plot_confusion(
-            out / "confusion_matrix.png", shown.confusion, names, f"{args.method} fusion: {shown.accuracy:.2f}%"
-        )
-        if history:
-            plot_curves(out / "curves.png", history)
-        write_json(out / "summary.json", summary)
-        accs = ", ".join(f"{m['model']} {m['test_accuracy']:.2f}%" for m in summary["members"])
-        print(f"report: {out / 'summary.json'} ({args.method} fusion {test.accuracy:.2f}%; members {accs})")
-        return 0
-    except StopRequested as e:
-        if env.is_main:
-            print(f"{e}; the fusion run stopped (run it again to redo it)", file=sys.stderr)
-        return e.exit_code
-    except (ConfigError, *RUN_FAILURES) as e:
-        return print_failure(e)
-    finally:
-        cleanup()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Run-folder outputs: config.json, metrics.jsonl, summary.json, confusion_matrix.png, curves.png."""
+"""Run-folder outputs: config.json, metrics.jsonl, summary.json, confusion_matrix.png, curves.png.
+
+The summaries of `train.run` and `train.fuse` are built here (`run_summary`, `fusion_summary`) from one
+common part, so both report the same fields under the same names.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,18 @@ import os
 import resource
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from train.checkpoint import State
+    from train.cli import Session
+    from train.evaluate import EvalResult
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -115,3 +125,101 @@ def plot_curves(path: str | os.PathLike, history: Sequence[dict[str, Any]]) -> N
     fig.tight_layout()
     _save_figure(fig, Path(path))
     plt.close(fig)
+
+
+def eval_result(r: EvalResult, class_names: Sequence[str]) -> dict[str, Any]:
+    """One evaluation (plain or TTA) as summary.json shows it."""
+    return {
+        "accuracy": r.accuracy,
+        "loss": r.loss,
+        "images": r.total,
+        "per_class_accuracy": r.per_class_accuracy(class_names),
+        "confusion_matrix": r.confusion.tolist(),
+        "images_per_s": r.images_per_s,
+    }
+
+
+def _common(
+    session: Session, protocol: str, test: EvalResult, tta: EvalResult | None, names: Sequence[str]
+) -> dict[str, Any]:
+    """The fields every summary has (test results, data, loader actually used, memory, time, device)."""
+    cfg, env = session.cfg, session.env
+    return {
+        "recipe": cfg.recipe,
+        "protocol": protocol,
+        "test_accuracy": test.accuracy,
+        "test_accuracy_tta": None if tta is None else tta.accuracy,
+        "test": eval_result(test, names),
+        "test_tta": None if tta is None else eval_result(tta, names),
+        "class_names": list(names),
+        "loader": session.loader,
+        "peak_memory": peak_memory(env.device),
+        "wall_seconds": time.perf_counter() - session.started,
+        "world_size": env.world_size,
+        "device": str(env.device),
+    }
+
+
+def run_summary(
+    session: Session,
+    outcome: str,
+    protocol: str,
+    state: State,
+    test: EvalResult,
+    tta: EvalResult | None,
+    names: Sequence[str],
+    splits: dict[str, Any],
+) -> dict[str, Any]:
+    """summary.json of `train.run`."""
+    cfg = session.cfg
+    return {
+        "status": outcome,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "selected_epoch": state.best_epoch,
+        "best_val_accuracy": state.best_metric,
+        "epochs_run": len(state.history),
+        **_common(session, protocol, test, tta, names),
+        "tta_views": cfg.tta_views if tta is not None else 0,
+        "tta_augment": cfg.tta_views_recipe if tta is not None else None,
+        "samples": {k: len(v) for k, v in splits.items()},
+        "skipped_samples": {k: int(v.skipped) for k, v in splits.items()},
+        "train_images_per_s": state.train_images / state.train_seconds if state.train_seconds > 0 else 0.0,
+        "eval_images_per_s": test.images_per_s,
+        "tta_images_per_s": None if tta is None else tta.images_per_s,
+        "fused_ops": cfg.fused_ops,
+        "ops_backend": cfg.ops_backend if cfg.fused_ops else None,
+        "amp": cfg.amp,
+        "checkpoint": str(session.out / "best.pt"),
+    }
+
+
+def fusion_summary(
+    session: Session,
+    protocol: str,
+    meta: dict[str, Any],
+    trained: bool,
+    selected: int | None,
+    test: EvalResult,
+    tta: EvalResult | None,
+    names: Sequence[str],
+    members: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """summary.json of `train.fuse`; `members`: each member's checkpoint, model and own accuracies."""
+    return {
+        "status": "completed",
+        "method": meta["method"],
+        "fusion_options": meta["options"],
+        "trained": trained,
+        "selected_epoch": selected,
+        **_common(session, protocol, test, tta, names),
+        "members": members,
+    }
+
+
+def write_outputs(out: Path, summary: dict[str, Any], shown: EvalResult, title: str, history: Sequence[dict]) -> None:
+    """confusion_matrix.png (of `shown`), curves.png (when there is a history) and summary.json."""
+    plot_confusion(out / "confusion_matrix.png", shown.confusion, summary["class_names"], title)
+    if history:
+        plot_curves(out / "curves.png", history)
+    write_json(out / "summary.json", summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from train.config import Config
 from train.data import SampleSet, build_loader, build_tta_loader, dali_available, load_splits, make_synthetic
 from train.distributed import DistEnv, barrier
+
+log = logging.getLogger("train")
 
 SYNTHETIC_SEED = 113
 """The built-in synthetic set is one fixed data set, whatever the training seed."""
@@ -38,16 +41,23 @@ def load_data(cfg: Config, env: DistEnv) -> dict[str, SampleSet]:
     return load_splits(cfg.dataset, root, skip_bad=cfg.skip_bad, holdout=cfg.holdout, seed=cfg.seed)
 
 
-def resolve_loader(name: str) -> str:
-    """ "auto" -> "dali" when nvidia-dali is installed, else "torch"."""
-    if name == "auto":
-        return "dali" if dali_available() else "torch"
-    return name
+def choose_loader(requested: str) -> str:
+    """The input pipeline that will run: "dali" or "torch" ("auto" and "dali" become "torch" without DALI).
+
+    Decided once per run (train.cli); the loaders, the resume logic and the summary all read this answer.
+    """
+    if requested == "torch":
+        return "torch"
+    if dali_available():
+        return "dali"
+    if requested == "dali":
+        log.warning("--loader dali: nvidia-dali is not installed; using the PyTorch loader")
+    return "torch"
 
 
-def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet]) -> dict[str, Any]:
-    """train (sharded, augmented), val and test (sharded, plain) and, with --tta, tta (test views)."""
-    loader = resolve_loader(cfg.loader)
+def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet], loader: str) -> dict[str, Any]:
+    """train (sharded, augmented), val and test (sharded, plain) and, with --tta, tta (test views);
+    `loader` is choose_loader's answer."""
     augment = None if cfg.augment == "none" else cfg.augment
     eval_bs = cfg.eval_batch_size or cfg.batch_size
     common = dict(
@@ -58,7 +68,7 @@ def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet]) -> dic
         rank=env.rank,
         world_size=env.world_size,
         seed=cfg.seed,
-        num_threads=cfg.num_workers,
+        num_threads=cfg.dali_threads if loader == "dali" else cfg.workers,
     )
     out: dict[str, Any] = {
         "train": build_loader(splits["train"], train=True, batch_size=cfg.batch_size, augment=augment, **common),

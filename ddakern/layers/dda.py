@@ -52,7 +52,7 @@ class DDA(nn.Module):
         *,
         width: int | None = None,
         spatial_width: int = 512,
-        fused: bool = False,
+        fused_ops: bool = False,
         recompute: bool = False,
     ) -> None:
         super().__init__()
@@ -82,19 +82,19 @@ class DDA(nn.Module):
             self.ffm = DualDomainFusion(sw + CONTEXT_P1 + CONTEXT_P2, c)
             self.up2 = Upsampler(c, c, hidden=[w] * (self.n_spatial - 1))
         self.head = MaskHead(c)
-        self.fused = fused
+        self.fused_ops = fused_ops
         self.recompute = recompute
 
     @property
-    def fused(self) -> bool:
-        """Whether the gates and the mask head run through the fused ops."""
-        return self.head.fused
+    def fused_ops(self) -> bool:
+        """Whether the gates and the mask head run through the fused ops (else their autograd references)."""
+        return self.head.fused_ops
 
-    @fused.setter
-    def fused(self, value: bool) -> None:
+    @fused_ops.setter
+    def fused_ops(self, value: bool) -> None:
         for m in self.modules():
             if isinstance(m, (ChannelAttention, DualDomainFusion, MaskHead)):
-                m.fused = bool(value)
+                m.fused_ops = bool(value)
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

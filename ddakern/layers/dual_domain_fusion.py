@@ -7,12 +7,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddakern.layers.blocks import ConvBN
+from ddakern.ops import channel_attention as ca_op
 
 
 class DualDomainFusion(nn.Module):
-    """f = ConvBN(concat(inputs)); w = softmax_c(BN2(Conv(ReLU(BN1(Conv(GAP(f))))))); f + f * w."""
+    """f = ConvBN(concat(inputs)); w = softmax_c(BN2(Conv(ReLU(BN1(Conv(GAP(f))))))); f + f * w.
 
-    def __init__(self, in_channels: int, out_channels: int, *, fused: bool = False) -> None:
+    The gate is ddakern.ops.channel_attention (residual): its autograd reference, or with
+    `fused_ops=True` the fused op.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, fused_ops: bool = False) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.conv_block = ConvBN(in_channels, out_channels, stride=1)
@@ -21,7 +26,7 @@ class DualDomainFusion(nn.Module):
         self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(out_channels, out_channels, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.fused = fused
+        self.fused_ops = fused_ops
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         nn.init.kaiming_normal_(self.conv2.weight, mode="fan_out", nonlinearity="sigmoid")
         for bn in (self.bn1, self.bn2):
@@ -36,8 +41,6 @@ class DualDomainFusion(nn.Module):
             )
         f = self.conv_block(x)
         logits = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(F.adaptive_avg_pool2d(f, 1))))))
-        if self.fused:
-            from ddakern.functional import channel_attention
-
-            return channel_attention(f, logits.to(f.dtype), residual=True)
-        return torch.add(f, torch.mul(f, torch.softmax(logits, dim=1)))
+        if not self.fused_ops:
+            return ca_op.reference(f, logits, residual=True)
+        return ca_op.channel_attention(f, logits.to(f.dtype), residual=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ddakern.ops import attention_residual as ar_op
+
 
 def bn_momentum(bn: nn.BatchNorm2d) -> float:
     """Advance `num_batches_tracked` and return the momentum nn.BatchNorm2d would use now."""
@@ -16,41 +18,44 @@ def bn_momentum(bn: nn.BatchNorm2d) -> float:
     return bn.momentum
 
 
+def gate_layer(channels: int, nonlinearity: str) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """The 1x1 convolution (Kaiming fan-out init) and the batch norm (weight 1, bias 0) of a DDA gate."""
+    conv = nn.Conv2d(channels, channels, 1, bias=False)
+    bn = nn.BatchNorm2d(channels)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity=nonlinearity)
+    nn.init.ones_(bn.weight)
+    nn.init.zeros_(bn.bias)
+    return conv, bn
+
+
 class MaskHead(nn.Module):
     """Turns the upsampled fusion map u into the mask m and applies x * (1 + m).
 
-    `fused=True` runs BN, ReLU, channel softmax, gating and residual as one op
-    (`ddakern.functional.attention_residual`).
+    The math is ddakern.ops.attention_residual: its autograd reference, or with `fused_ops=True` the
+    fused op (BN, ReLU, channel softmax, gating and residual as one op, backend ddakern.use_ops_backend).
     """
 
-    def __init__(self, channels: int, *, fused: bool = False) -> None:
+    def __init__(self, channels: int, *, fused_ops: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 1, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
-        self.fused = fused
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.ones_(self.bn.weight)
-        nn.init.zeros_(self.bn.bias)
+        self.conv, self.bn = gate_layer(channels, "relu")
+        self.fused_ops = fused_ops
 
     def mask(self, u: torch.Tensor) -> torch.Tensor:
         """The attention mask m alone (per pixel it sums to 1 over channels)."""
         return torch.softmax(torch.relu(self.bn(self.conv(u))), dim=1)
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        if not self.fused:
-            return x * (1 + self.mask(u))
-        from ddakern.functional import attention_residual
-
         bn = self.bn
-        use_batch_stats = bn.training or not bn.track_running_stats
-        return attention_residual(
+        logits = self.conv(u)
+        op = ar_op.attention_residual if self.fused_ops else ar_op.reference
+        return op(
             x,
-            self.conv(u).to(x.dtype),
+            logits.to(x.dtype) if self.fused_ops else logits,
             bn.weight,
             bn.bias,
             bn.running_mean if bn.track_running_stats else None,
             bn.running_var if bn.track_running_stats else None,
-            training=use_batch_stats,
-            momentum=bn_momentum(bn),
-            eps=bn.eps,
+            bn.training or not bn.track_running_stats,
+            bn_momentum(bn),
+            bn.eps,
         )

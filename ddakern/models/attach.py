@@ -54,7 +54,7 @@ def attach(model: nn.Module, stages: Iterable[int] = (1, 2, 3, 4), **dda_options
 
     The host's own parameter names stay unchanged (its checkpoints still load); DDA parameters
     appear under `dda1`..`dda4`. Works for ddakern's and torchvision's ResNets at any input size
-    of 32 px or more. `dda_options` go to `ddakern.DDA` (width, spatial_width, fused).
+    of 32 px or more. `dda_options` go to `ddakern.DDA` (width, spatial_width, fused_ops).
     Returns the model for chaining.
     """
     chosen = parse_stages(stages)

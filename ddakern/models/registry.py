@@ -61,7 +61,7 @@ def create(
     pretrained: str | os.PathLike | None = None,
     dda_stages: Iterable[int] = (1, 2, 3, 4),
     dropout: float = 0.4,
-    fused_kernels: bool = False,
+    fused_ops: bool = False,
     recompute: str | bool = "none",
     **dda_options: Any,
 ) -> nn.Module:
@@ -69,7 +69,7 @@ def create(
 
     `pretrained`: None, "imagenet", "vggface2" (resnet50 hosts) or a state-dict file for the host.
     DDA variants (`*_dda`) get a DDA block after each stage in `dda_stages` (any subset, for the
-    stage ablation); `dda_options` (width, spatial_width) go to every block; `fused_kernels`
+    stage ablation); `dda_options` (width, spatial_width) go to every block; `fused_ops`
     routes their gates and mask heads through the fused ops. `recompute` ("none", "dda", "all"; see
     ddakern.recompute) trades backward-time recomputation for activation memory.
     """
@@ -81,7 +81,7 @@ def create(
     model = builder(num_classes=num_classes, dropout=dropout)
     if dda:
         stages = parse_stages(dda_stages)
-        attach(model, stages, fused=fused_kernels, **dda_options)
+        attach(model, stages, fused_ops=fused_ops, **dda_options)
     elif dda_options:
         raise ValueError(f"{name} has no DDA blocks; unexpected options {sorted(dda_options)}")
     if pretrained is not None:

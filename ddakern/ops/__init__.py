@@ -1,1 +1,1 @@
-"""Implementations behind ddakern.functional: the autograd reference and the PyTorch math of the fused ops."""
+"""The fused ops, one module each: reference, torch-backend math, torch.library registration, public op."""

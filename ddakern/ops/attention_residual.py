@@ -1,41 +1,70 @@
-"""PyTorch math of the fused attention residual (the `torch` backend): same contract as kernels/.
+"""The fused attention residual `x * (1 + softmax_c(relu(batch_norm(logits))))`, DDA's mask head: its one home.
 
-Statistics and the softmax are computed in fp32 (fp64 for fp64 inputs); the backward recomputes the
-softmax from the saved logits and per-channel mean / rstd, exactly as the Triton kernels do.
+- `reference`: plain PyTorch ops differentiated by autograd; it defines the meaning.
+- `torch_bn_stats`, `torch_forward`, `torch_backward`: the PyTorch math of the `torch` backend, same
+  contract as the Triton launchers in ddakern.kernels.attention_residual (the `triton` backend).
+- torch.library ops `ddakern::bn_stats`, `ddakern::attention_residual` and its backward op, with fake
+  implementations and autograd, so torch.compile(fullgraph=True) and torch.export trace single nodes.
+- `attention_residual`: the public op: input checks, then the backend ddakern.dispatch picks.
 
-Performance notes (CPU; the torch backend is what CPU training runs): each step is one ATen kernel
-over the whole tensor, with as few passes and temporaries as possible. fp32 / fp64 inputs are never
-copied; half-precision inputs are upcast once. Batch statistics: a sum then a centred sum of squares
-(two vectorised passes, much faster than Welford-based var_mean). The normalisation is one pass of
-batch norm's inference kernel with log2(e) folded into the affine, so that the softmax can use exp2
-(3x faster than exp; also what tl.exp compiles to on GPUs) and, since relu makes its input >= 0,
-needs no max pass. The backward uses softmax's, relu's and batch norm's own backward kernels.
+Torch-backend notes: statistics and the softmax are computed in fp32 (fp64 for fp64 inputs); the
+backward recomputes the softmax from the saved logits and per-channel mean / rstd, exactly as the
+Triton kernels do. Each step is one ATen kernel over the whole tensor (CPU training runs this
+backend): fp32 / fp64 inputs are never copied; half-precision inputs are upcast once. Batch
+statistics: a sum then a centred sum of squares (two vectorised passes, much faster than Welford-based
+var_mean). The normalisation is one pass of batch norm's inference kernel with log2(e) folded into
+the affine, so that the softmax can use exp2 (3x faster than exp; also what tl.exp compiles to on
+GPUs) and, since relu makes its input >= 0, needs no max pass. The backward uses softmax's, relu's
+and batch norm's own backward kernels.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from kernels._common import empty_ncp_like
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ddakern.dispatch import backend_for
+from ddakern.ops._common import (
+    acc_dtype,
+    check_like,
+    check_same_dtype,
+    check_tensor,
+    check_x,
+    empty_ncp_like,
+    like_layout,
+    triton_kernels,
+)
+
+OP = "attention_residual"
+
+
+def reference(
+    x: Tensor,
+    logits: Tensor,
+    bn_weight: Tensor | None,
+    bn_bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """x * (1 + softmax_c(relu(batch_norm(logits)))), batch norm as nn.BatchNorm2d computes it."""
+    batch_stats = training or running_mean is None or running_var is None
+    z = F.batch_norm(logits, running_mean, running_var, bn_weight, bn_bias, batch_stats, momentum, eps)
+    return x * (1 + torch.softmax(F.relu(z), dim=1))
+
+
+# ------------------------------------------------------------------------------- torch backend math
 
 _DIMS = (0, 2, 3)
 _LOG2E = 1.4426950408889634
 
 
-def acc_dtype(t: torch.Tensor) -> torch.dtype:
-    """Accumulation dtype: fp64 for fp64 tensors, fp32 otherwise."""
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
-def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """t in the memory format empty_ncp_like(ref) has (the fake implementations promise it)."""
-    want = empty_ncp_like(ref) if t.stride() != ref.stride() else None
-    if want is None or want.stride() == t.stride():
-        return t
-    return want.copy_(t)
-
-
-def bn_stats(
+def torch_bn_stats(
     logits: torch.Tensor,
     running_mean: torch.Tensor | None,
     running_var: torch.Tensor | None,
@@ -96,7 +125,7 @@ def _softmax2_shifted(z2: torch.Tensor) -> torch.Tensor:
     return e.div_(e.sum(dim=1, keepdim=True))
 
 
-def forward(
+def torch_forward(
     x: torch.Tensor,
     logits: torch.Tensor,
     weight: torch.Tensor,
@@ -116,7 +145,7 @@ def forward(
     return out
 
 
-def backward(
+def torch_backward(
     grad: torch.Tensor,
     x: torch.Tensor,
     logits: torch.Tensor,
@@ -153,7 +182,163 @@ def backward(
         var = rstd.reciprocal().square_()
         dl, dw, db = torch.ops.aten.native_batch_norm_backward(dz, lg, w, mean, var, None, None, False, 0.0, mask)
     if need_logits:
-        dl = _like(dl, logits).to(logits.dtype) if dl.dtype != logits.dtype else _like(dl, logits)
+        dl = like_layout(dl, logits).to(logits.dtype) if dl.dtype != logits.dtype else like_layout(dl, logits)
     else:
         dl = logits.new_empty(0)
     return dx, dl, dw.to(weight.dtype), db.to(bias.dtype)
+
+
+# ------------------------------------------------------------------------------ torch.library ops
+
+
+def _impl(backend: str) -> Any:
+    """The module with bn_stats / forward / backward for `backend` ("torch" or "triton")."""
+    if backend == "triton":
+        return triton_kernels("attention_residual")
+    return _TorchMath
+
+
+class _TorchMath:
+    """The torch backend under the launchers' names."""
+
+    bn_stats = staticmethod(torch_bn_stats)
+    forward = staticmethod(torch_forward)
+    backward = staticmethod(torch_backward)
+
+
+@torch.library.custom_op("ddakern::bn_stats", mutates_args=("running_mean", "running_var"))
+def _bn_stats_op(
+    logits: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    batch_stats: bool,
+    momentum: float,
+    eps: float,
+    backend: str,
+) -> tuple[Tensor, Tensor]:
+    """Per-channel (mean, rstd) of the batch (batch_stats) or of the running statistics.
+
+    fp32 (fp64 for fp64 logits); mutates the running statistics when batch_stats and they are given.
+    Not differentiable: callers pass detached logits, and the gradient through the statistics is part
+    of attention_residual's backward.
+    """
+    acc = acc_dtype(logits)
+    if not batch_stats:
+        assert running_mean is not None and running_var is not None
+        return running_mean.to(acc, copy=True), torch.rsqrt(running_var.to(acc) + eps)
+    impl = _impl(backend) if acc == torch.float32 else _TorchMath
+    return impl.bn_stats(logits, running_mean, running_var, momentum, eps)
+
+
+@_bn_stats_op.register_fake
+def _(logits, running_mean, running_var, batch_stats, momentum, eps, backend):
+    c = logits.shape[1]
+    acc = acc_dtype(logits)
+    return logits.new_empty((c,), dtype=acc), logits.new_empty((c,), dtype=acc)
+
+
+@torch.library.custom_op("ddakern::attention_residual", mutates_args=())
+def _forward_op(
+    x: Tensor, logits: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor, batch_stats: bool, backend: str
+) -> Tensor:
+    """x * (1 + softmax_c(relu((logits - mean) * rstd * weight + bias)))."""
+    return _impl(backend).forward(x, logits, weight, bias, mean, rstd)
+
+
+@_forward_op.register_fake
+def _(x, logits, weight, bias, mean, rstd, batch_stats, backend):
+    return empty_ncp_like(x)
+
+
+@torch.library.custom_op("ddakern::attention_residual_backward", mutates_args=())
+def _backward_op(
+    grad: Tensor,
+    x: Tensor,
+    logits: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    batch_stats: bool,
+    need_x: bool,
+    need_logits: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dlogits, dweight, dbias); dx / dlogits are empty tensors when not needed."""
+    return _impl(backend).backward(grad, x, logits, weight, bias, mean, rstd, batch_stats, need_x, need_logits)
+
+
+@_backward_op.register_fake
+def _(grad, x, logits, weight, bias, mean, rstd, batch_stats, need_x, need_logits, backend):
+    dx = empty_ncp_like(x) if need_x else x.new_empty(0)
+    dl = empty_ncp_like(logits) if need_logits else logits.new_empty(0)
+    return dx, dl, torch.empty_like(weight), torch.empty_like(bias)
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    x, logits, weight, bias, mean, rstd, batch_stats, backend = inputs
+    ctx.save_for_backward(x, logits, weight, bias, mean, rstd)
+    ctx.batch_stats = batch_stats
+    ctx.backend = backend
+
+
+def _autograd_backward(ctx: Any, grad: Tensor) -> tuple:
+    x, logits, weight, bias, mean, rstd = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    grads = _backward_op(grad, x, logits, weight, bias, mean, rstd, ctx.batch_stats, need[0], need[1], ctx.backend)
+    return (*(g if n else None for g, n in zip(grads, need[:4], strict=True)), None, None, None, None)
+
+
+_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------------------- public op
+
+
+def _check(x: object, logits: object, per_channel: dict[str, Tensor | None], training: bool) -> tuple[Tensor, Tensor]:
+    """Checked (x, logits); per_channel holds bn_weight, bn_bias, running_mean, running_var (or None)."""
+    x = check_x(x, OP)
+    logits = check_tensor("logits", logits, OP)
+    check_like("logits", logits, x, (tuple(x.shape),), OP)
+    check_same_dtype("logits", logits, x, OP)
+    c = x.shape[1]
+    for name, t in per_channel.items():
+        if t is not None:
+            check_like(name, check_tensor(name, t, OP), x, ((c,),), OP)
+    if (per_channel["running_mean"] is None) != (per_channel["running_var"] is None):
+        raise ValueError(f"{OP}: give both running_mean and running_var or neither")
+    if (training or per_channel["running_mean"] is None) and x.numel() // c < 2:
+        raise ValueError(f"{OP}: batch statistics need more than 1 value per channel, got shape {tuple(x.shape)}")
+    return x, logits
+
+
+def attention_residual(
+    x: Tensor,
+    logits: Tensor,
+    bn_weight: Tensor | None,
+    bn_bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """x * (1 + softmax_c(relu(batch_norm(logits)))): DDA's mask head fused with the residual.
+
+    Batch norm uses batch statistics when `training` (or when no running statistics are given) and
+    then updates running_mean / running_var in place like nn.BatchNorm2d; otherwise the running ones.
+    The backend is ddakern.dispatch's ("reference" runs `reference`).
+    """
+    params = dict(bn_weight=bn_weight, bn_bias=bn_bias, running_mean=running_mean, running_var=running_var)
+    x, logits = _check(x, logits, params, training)
+    backend = backend_for(x)
+    if backend == "reference":
+        return reference(x, logits, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps)
+    c = x.shape[1]
+    batch_stats = bool(training) or running_mean is None
+    weight = bn_weight if bn_weight is not None else torch.ones(c, device=x.device, dtype=torch.float32)
+    bias = bn_bias if bn_bias is not None else torch.zeros(c, device=x.device, dtype=torch.float32)
+    mean, rstd = torch.ops.ddakern.bn_stats(
+        logits.detach(), running_mean, running_var, batch_stats, float(momentum), float(eps), backend
+    )
+    return torch.ops.ddakern.attention_residual(x, logits, weight, bias, mean, rstd, batch_stats, backend)

@@ -1,15 +1,46 @@
-"""PyTorch math of the fused channel attention (the `torch` backend): same contract as kernels/.
+"""The fused channel attention `x * softmax_c(logits) [* scale] [+ x]` (DDA's channel gates): its one home.
 
-out = x * k with k = softmax_c(logits) [* scale] [+ 1] per (n, c); the backward recomputes k from the
-saved logits (and scale) and needs only x, logits and scale.
+- `reference`: plain PyTorch ops differentiated by autograd; it defines the meaning.
+- `torch_forward`, `torch_backward`: the PyTorch math of the `torch` backend, same contract as the
+  Triton launchers in ddakern.kernels.channel_attention. out = x * k with k = softmax_c(logits)
+  [* scale] [+ 1] per (n, c); the backward recomputes k from the saved logits (and scale).
+- torch.library op `ddakern::channel_attention` and its backward op, with fakes and autograd.
+- `channel_attention`: the public op: input checks, then the backend ddakern.dispatch picks.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from ddakern.ops.attention_residual import acc_dtype
-from kernels._common import empty_ncp_like
+import torch
+from torch import Tensor
+
+from ddakern.dispatch import backend_for
+from ddakern.ops._common import (
+    acc_dtype,
+    check_like,
+    check_same_dtype,
+    check_tensor,
+    check_x,
+    empty_ncp_like,
+    triton_kernels,
+)
+
+OP = "channel_attention"
+
+
+def reference(x: Tensor, logits: Tensor, scale: Tensor | None = None, residual: bool = False) -> Tensor:
+    """x * softmax_c(logits) [* scale] [+ x] with logits (and scale) N x C or N x C x 1 x 1."""
+    n, c = x.shape[:2]
+    y = torch.mul(x, torch.softmax(logits, dim=1).reshape(n, c, 1, 1))  # softmax in logits' own shape
+    if scale is not None:
+        y = torch.mul(y, scale.reshape(n, c, 1, 1))
+    if residual:
+        y = torch.add(x, y)
+    return y
+
+
+# ------------------------------------------------------------------------------- torch backend math
 
 
 def _coef(
@@ -23,7 +54,7 @@ def _coef(
     return a, k
 
 
-def forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool) -> torch.Tensor:
+def torch_forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool) -> torch.Tensor:
     """x * k[n, c] in x's memory format (logits, scale: N x C)."""
     a = torch.softmax(logits, dim=1, dtype=acc_dtype(x))
     k = a if scale is None else a.mul_(scale)
@@ -34,7 +65,7 @@ def forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, r
     return out
 
 
-def backward(
+def torch_backward(
     grad: torch.Tensor,
     x: torch.Tensor,
     logits: torch.Tensor,
@@ -55,3 +86,91 @@ def backward(
     dl = torch._softmax_backward_data(da, a, 1, acc).to(logits.dtype)
     ds = logits.new_empty(0) if scale is None else g.mul_(a).to(scale.dtype)
     return dx, dl, ds
+
+
+# ------------------------------------------------------------------------------ torch.library ops
+
+
+def _impl(backend: str) -> Any:
+    """The module with forward / backward for `backend` ("torch" or "triton")."""
+    return triton_kernels("channel_attention") if backend == "triton" else _TorchMath
+
+
+class _TorchMath:
+    """The torch backend under the launchers' names."""
+
+    forward = staticmethod(torch_forward)
+    backward = staticmethod(torch_backward)
+
+
+@torch.library.custom_op("ddakern::channel_attention", mutates_args=())
+def _forward_op(x: Tensor, logits: Tensor, scale: Tensor | None, residual: bool, backend: str) -> Tensor:
+    """x * softmax_c(logits) [* scale] [+ x] with logits and scale N x C."""
+    return _impl(backend).forward(x, logits, scale, residual)
+
+
+@_forward_op.register_fake
+def _(x, logits, scale, residual, backend):
+    return empty_ncp_like(x)
+
+
+@torch.library.custom_op("ddakern::channel_attention_backward", mutates_args=())
+def _backward_op(
+    grad: Tensor, x: Tensor, logits: Tensor, scale: Tensor | None, residual: bool, need_x: bool, backend: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dlogits, dscale); dx is empty when not needed, dscale when scale is None."""
+    return _impl(backend).backward(grad, x, logits, scale, residual, need_x)
+
+
+@_backward_op.register_fake
+def _(grad, x, logits, scale, residual, need_x, backend):
+    dx = empty_ncp_like(x) if need_x else x.new_empty(0)
+    ds = scale.new_empty(scale.shape) if scale is not None else logits.new_empty(0)
+    return dx, logits.new_empty(logits.shape), ds
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    x, logits, scale, residual, backend = inputs
+    ctx.has_scale = scale is not None
+    ctx.save_for_backward(x, logits, scale if scale is not None else logits.new_empty(0))
+    ctx.residual = residual
+    ctx.backend = backend
+
+
+def _autograd_backward(ctx: Any, grad: Tensor) -> tuple:
+    x, logits, scale = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, dl, ds = _backward_op(grad, x, logits, scale if ctx.has_scale else None, ctx.residual, need[0], ctx.backend)
+    return (dx if need[0] else None, dl if need[1] else None, ds if ctx.has_scale and need[2] else None, None, None)
+
+
+_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------------------- public op
+
+
+def _check_gate(name: str, t: object, x: Tensor) -> Tensor:
+    """logits / scale: a Tensor of x's dtype and device, N x C or N x C x 1 x 1."""
+    n, c = x.shape[:2]
+    t = check_tensor(name, t, OP)
+    check_like(name, t, x, ((n, c), (n, c, 1, 1)), OP)
+    check_same_dtype(name, t, x, OP)
+    return t
+
+
+def channel_attention(x: Tensor, logits: Tensor, scale: Tensor | None = None, residual: bool = False) -> Tensor:
+    """x * softmax_c(logits) [* scale] [+ x]; logits and scale are N x C or N x C x 1 x 1.
+
+    The backend is ddakern.dispatch's ("reference" runs `reference`).
+    """
+    x = check_x(x, OP)
+    logits = _check_gate("logits", logits, x)
+    if scale is not None:
+        scale = _check_gate("scale", scale, x)
+    backend = backend_for(x)
+    if backend == "reference":
+        return reference(x, logits, scale, residual)
+    n, c = x.shape[:2]
+    scale2 = scale.reshape(n, c) if scale is not None else None
+    return torch.ops.ddakern.channel_attention(x, logits.reshape(n, c), scale2, bool(residual), backend)

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .recipes import AugmentRecipe, norm_constants
+from .loader_spec import LoaderSpec
+from .recipes import norm_constants
 from .samples import SampleSet
 from .sharding import batch_count, shard_indices
 
@@ -53,48 +54,30 @@ class DaliLoader:
     random streams continue from epoch to epoch (deterministic for a given seed when epochs run in order).
     """
 
-    def __init__(
-        self,
-        samples: SampleSet,
-        *,
-        train: bool,
-        batch_size: int,
-        image_size: int,
-        recipe: AugmentRecipe | None,
-        normalize: str,
-        device: torch.device,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 113,
-        num_threads: int = 2,
-        drop_last: bool | None = None,
-        views: int = 0,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world_size {world_size}")
+    def __init__(self, samples: SampleSet, spec: LoaderSpec) -> None:
+        if not 0 <= spec.rank < spec.world_size:
+            raise ValueError(f"rank {spec.rank} outside world_size {spec.world_size}")
+        train, batch_size, views, rank, world_size = spec.train, spec.batch_size, spec.views, spec.rank, spec.world_size
         self.samples, self.train, self.batch_size, self.views = samples, train, batch_size, views
-        self.drop_last = train if drop_last is None else drop_last
-        self.device = torch.device(device)
-        self.rank, self.world_size, self.seed = rank, world_size, seed
-        mean, std = norm_constants(normalize)
+        self.drop_last, self.device = spec.drop_last, spec.device
+        self.rank, self.world_size, self.seed = rank, world_size, spec.seed
+        mean, std = norm_constants(spec.normalize)
         gpu = self.device.type == "cuda"
-        self._kw = dict(image_size=image_size, recipe=recipe, mean=mean, std=std, views=views, gpu=gpu)
+        self._kw = dict(image_size=spec.image_size, recipe=spec.recipe, mean=mean, std=std, views=views, gpu=gpu)
         self._pipe_kw = dict(
             batch_size=batch_size,
-            num_threads=max(1, num_threads),
+            num_threads=max(1, spec.num_threads),
             device_id=(self.device.index if self.device.index is not None else torch.cuda.current_device())
             if gpu
             else None,
-            seed=seed + 1009 * rank,  # distinct augmentation streams per rank
+            seed=spec.seed + 1009 * rank,  # distinct augmentation streams per rank
         )
         self._source: _BatchSource | None = None
         if samples.kind == "array" or train or self.drop_last:
             shard = dict(
                 rank=rank,
                 world_size=world_size,
-                seed=seed,
+                seed=spec.seed,
                 shuffle=train,
                 equal=train,
                 drop_last=self.drop_last,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import DataError
+from .loader_spec import LoaderSpec
 from .recipes import LUMA, AugmentRecipe, norm_constants
 from .samples import SampleSet
 from .sharding import batch_count, shard_indices
@@ -167,34 +168,16 @@ class TorchLoader:
     num_threads > 1 uses that many persistent worker processes, otherwise loading runs in-process.
     """
 
-    def __init__(
-        self,
-        samples: SampleSet,
-        *,
-        train: bool,
-        batch_size: int,
-        image_size: int,
-        recipe: AugmentRecipe | None,
-        normalize: str,
-        device: torch.device,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 113,
-        num_threads: int = 2,
-        drop_last: bool | None = None,
-        views: int = 0,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        drop_last = train if drop_last is None else drop_last
-        self.device = torch.device(device)
-        self.views = views
+    def __init__(self, samples: SampleSet, spec: LoaderSpec) -> None:
+        self.device, self.views = spec.device, spec.views
+        rank, world_size, seed, train = spec.rank, spec.world_size, spec.seed, spec.train
+        drop_last, batch_size, views = spec.drop_last, spec.batch_size, spec.views
         shard = dict(rank=rank, world_size=world_size, seed=seed, shuffle=train, equal=train, drop_last=drop_last)
         self.sampler = _BatchSampler(len(samples), batch_size, shard)
         dataset = SampleDataset(
-            samples, image_size=image_size, recipe=recipe, normalize=normalize, seed=seed, views=views
+            samples, image_size=spec.image_size, recipe=spec.recipe, normalize=spec.normalize, seed=seed, views=views
         )
-        workers = num_threads if num_threads > 1 else 0
+        workers = spec.num_threads if spec.num_threads > 1 else 0
         self.loader = torch.utils.data.DataLoader(
             dataset,
             batch_sampler=self.sampler,

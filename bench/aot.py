@@ -1,4 +1,4 @@
-"""Compile the Triton kernels for a CUDA GPU on a machine that has none.
+"""Compile the Triton kernels for a CUDA GPU on a machine that has none (a developer tool, not installed).
 
 Inside `capture()` kernel launches are recorded instead of run: Triton's active driver is replaced by
 one that reports the target GPU, and the JIT cache hook skips the launch. `compile_launch` builds a
@@ -31,7 +31,7 @@ from triton.compiler import ASTSource
 from triton.runtime import driver as _driver
 from triton.runtime.jit import JITFunction
 
-from kernels._common import interpreting
+from ddakern.ops._common import triton_kernels
 
 H200 = GPUTarget("cuda", 90, 32)  # H100 / H200 (sm_90), 32-thread warps
 
@@ -82,8 +82,8 @@ class _OfflineDriver:
 def capture(target: GPUTarget = H200) -> Iterator[list[Launch]]:
     """Record (and skip) every Triton launch in the block; yields the list it fills, one entry per
     distinct specialization, in launch order."""
-    if interpreting():
-        raise RuntimeError("kernels.aot needs TRITON_INTERPRET unset: interpreted kernels cannot be compiled")
+    if triton_kernels("_common").interpreting():
+        raise RuntimeError("bench.aot needs TRITON_INTERPRET unset: interpreted kernels cannot be compiled")
     launches: list[Launch] = []
     seen: set[str] = set()
     grid_now: list[tuple[int, int, int]] = [(1, 1, 1)]
@@ -199,7 +199,7 @@ def launch_attention_residual(
     shape: tuple[int, int, int, int], dtype: torch.dtype, channels_last: bool, training: bool
 ) -> None:
     """Run the attention_residual launchers (batch statistics, forward, backward) for one case."""
-    from kernels import attention_residual as k
+    k = triton_kernels("attention_residual")
 
     n, c, h, w = shape
     x, logits, grad = (_empty(n, c, h, w, dtype, channels_last) for _ in range(3))
@@ -217,7 +217,7 @@ def launch_channel_attention(
     shape: tuple[int, int, int, int], dtype: torch.dtype, channels_last: bool, scale: bool, residual: bool
 ) -> None:
     """Run the channel_attention launchers (forward, backward) for one case."""
-    from kernels import channel_attention as k
+    k = triton_kernels("channel_attention")
 
     n, c, h, w = shape
     x, grad = (_empty(n, c, h, w, dtype, channels_last) for _ in range(2))
