@@ -76,7 +76,8 @@ def measure(
 ) -> list[Estimate]:  # fmt: skip
     """One Estimate per recompute mode from real forwards at `batches` (CPU, training mode).
 
-    The model's own recompute mode is put back afterwards.
+    The model's own recompute mode is put back afterwards and the global RNG state is left untouched
+    (a training run's random stream stays the same with or without an estimate).
     """
     before = getattr(model, "recompute", "none")
     static = static_bytes(model, optimizer_states)
@@ -86,7 +87,8 @@ def measure(
     try:
         for mode in modes:
             recompute.set_recompute(model, mode)
-            small, large = (step_bytes(model, image_size, n, amp) for n in (a, b))
+            with torch.random.fork_rng(devices=[]):
+                small, large = (step_bytes(model, image_size, n, amp) for n in (a, b))
             per_image = max((large - small) // (b - a), 0)
             out.append(Estimate(mode, per_image, max(small - per_image * a, 0), static))
     finally:
