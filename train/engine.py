@@ -237,11 +237,12 @@ class Trainer:
                 images += y.shape[0] * env.world_size
                 s.step, s.global_step = i + 1, s.global_step + 1
                 bar.update(sums, images)
+                due = i + 1 == len(self.loaders["train"]) or s.global_step % cfg.check_every == 0
+                # one process sees its signal flag without a sync: it stops after this step, as ranks do at
+                # a check (a signal during the step's --debug-wait stops after the next step, as before)
+                due = due or (not env.distributed and self._signalled())
                 if cfg.debug_wait_at_step == s.global_step:
                     debug.wait_for_signal(s.global_step, env.is_main, self._signalled)
-                due = i + 1 == len(self.loaders["train"]) or s.global_step % cfg.check_every == 0
-                # one process sees its signal flag without a sync: it stops at once, as ranks do at a check
-                due = due or (not env.distributed and self._signalled())
                 signum = self._check(epoch) if due else 0
                 if signum:
                     s.partial = all_reduce_sum(sums.clone(), env).tolist()
