@@ -3,7 +3,8 @@
 #   1. kernel correctness tests on CUDA (tests/test_op_*.py, tests/test_dispatch.py),
 #   2. bench/gpu_check.py: fused ops vs reference at the DDA shapes (correctness + do_bench timings),
 #   3. the CUDA-sized pytest-benchmark suite (pytest bench/ --benchmark-only) in the time that is left,
-#      then bench/report.py (markdown always, PNG when matplotlib is installed).
+#      whole-step rows first (bench/test_bench_step.py: bf16, batch 48, 224 px, peak memory), compile
+#      variants last (bench/conftest.py), then bench/report.py (markdown always, PNG when matplotlib is installed).
 # Needs only the source tree + torch (>= 2.11) + triton (3.6-3.9) + pytest + pytest-benchmark; no install
 # (PYTHONPATH=.). DALI benchmarks skip themselves without nvidia-dali. Results go to $OUT if set, else
 # bench/results/. GPU_CHECK_BUDGET_S (default 470) is the whole script's time budget in seconds.

@@ -40,6 +40,13 @@ class FusionBase(nn.Module):
             self.member2.eval()
         return self
 
+    def set_grad_checkpointing(self, mode: str | bool = True) -> None:
+        """Recompute mode of both members (see ddakern.recompute); frozen members run without grad."""
+        from ddakern.recompute import set_recompute
+
+        set_recompute(self.member1, mode)
+        set_recompute(self.member2, mode)
+
     def member_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_members):
             return self.member1.forward_features(x), self.member2.forward_features(x)

@@ -158,6 +158,12 @@ class Config:
         choices=_BACKENDS,
         aliases=("--kernels",),
     )
+    recompute: str = _opt(
+        "none", "model", "recompute activations in backward: none, dda (DDA branches) or all (host too)",
+        choices=("none", "dda", "all"),
+    )  # fmt: skip
+    memory_estimate: bool = _opt(True, "system", "print the step's memory estimate in the run header")
+    check_every: int = _opt(16, "system", "steps between NaN/signal checks (a host-device sync); saves always check")
     amp: str = _opt("none", "system", "mixed precision", choices=_AMP)
     channels_last: bool = _opt(False, "system", "channels-last memory format")
     compile: bool = _opt(False, "system", "wrap the model in torch.compile")
@@ -420,6 +426,7 @@ def _need(ok: bool, message: str) -> None:
 
 
 _AT_LEAST = {
+    "check_every": 1,
     "epochs": 1,
     "batch_size": 1,
     "image_size": 32,

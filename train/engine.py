@@ -112,6 +112,7 @@ class Trainer:
         self._replay = False
         self.replay_on_resume = replay_on_resume
         self.signals: SignalFlag | None = None
+        self._first_bad: torch.Tensor | None = None
 
     # ---- checkpoints -------------------------------------------------------------------------
     def _components(self) -> dict[str, Any]:
@@ -162,20 +163,36 @@ class Trainer:
         found = [str(self.out / n) for n in ("last.pt", "best.pt") if (self.out / n).is_file()]
         return f"last good checkpoint: {', '.join(found)}" if found else "no checkpoint was saved yet"
 
-    def _check_step(self, loss: torch.Tensor, epoch: int, step: int) -> int:
-        """NaN guard and signal check in one collective; raises NonFiniteLoss, returns the signal (0: none)."""
+    def _note_loss(self, loss: torch.Tensor) -> None:
+        """Remember, on the device and without a sync, the first global step whose loss is not finite."""
+        bad = ~torch.isfinite(loss.detach())
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1.0, device=loss.device)
+        step = float(self.state.global_step + 1)  # a Python scalar: a kernel argument, no copy
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+
+    def _check(self, epoch: int) -> int:
+        """NaN guard and signal check in one collective (the only host-device sync of the loop).
+
+        Runs every --check-every steps and before anything is saved, so a non-finite step is never
+        saved: raises NonFiniteLoss naming its step; returns the signal (0: none).
+        """
+        first_bad = self._first_bad if self._first_bad is not None else torch.full((), -1.0, device=self.device)
         signum = float(self.signals.signum if self.signals else 0)
-        flags = torch.stack([(~torch.isfinite(loss.detach())).float(), torch.tensor(signum, device=loss.device)])
-        bad, signum = all_reduce_max(flags, self.env).tolist()
-        if bad:
+        # max over ranks: -1 (none) loses against any bad step; the earliest step is in the message only
+        flags = torch.stack([first_bad.to(self.device), torch.tensor(signum, device=self.device)])
+        bad_step, signum = all_reduce_max(flags, self.env).tolist()
+        if bad_step >= 0:
+            # checks run before each epoch ends, so the bad step is one of this epoch's
+            in_epoch = int(bad_step) - (self.state.global_step - self.state.step)
             raise NonFiniteLoss(
-                f"non-finite loss at epoch {epoch + 1}, step {step + 1} (global step {self.state.global_step + 1}); "
+                f"non-finite loss at epoch {epoch + 1}, step {in_epoch} (global step {int(bad_step)}); "
                 f"stopped without saving this state; {self._saved_checkpoints()}"
             )
         return int(signum)
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, int]:
-        """One optimisation step; returns (detached per-step sums [loss, correct, count], signal or 0)."""
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimisation step, no host-device sync; returns detached per-step sums [loss, correct, count]."""
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         self.model.train()
@@ -184,7 +201,7 @@ class Trainer:
         loss = F.cross_entropy(logits.float(), y, weight=self.weight)
         if debug.nan_loss_now(self.cfg, self.state.global_step):
             loss = loss * float("nan")
-        signum = self._check_step(loss, epoch, step)
+        self._note_loss(loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -192,8 +209,9 @@ class Trainer:
         with torch.no_grad():
             n = y.shape[0]
             correct = (logits.argmax(1) == y).sum()
-            sums = torch.stack([loss.detach().double() * n, correct.double(), torch.tensor(float(n)).double()])
-        return sums, signum
+            count = torch.tensor(float(n), dtype=torch.float64, device=loss.device)
+            sums = torch.stack([loss.detach().double() * n, correct.double(), count])
+        return sums
 
     def _epoch_iterator(self, epoch: int) -> Iterator:
         """The train loader at the saved point of `epoch` (replaying earlier epochs once after a resume)."""
@@ -220,13 +238,17 @@ class Trainer:
             for i, (x, y) in enumerate(it, start=skip):
                 if cfg.debug_seen:
                     debug.record_seen(cfg, env.rank, x, epoch)
-                step_sums, signum = self._step(x, y, epoch, i)
-                sums += step_sums.to(sums.device)
+                sums += self._step(x, y).to(sums.device)
                 images += y.shape[0] * env.world_size
                 s.step, s.global_step = i + 1, s.global_step + 1
                 bar.update(sums, images)
+                due = i + 1 == len(self.loaders["train"]) or s.global_step % cfg.check_every == 0
+                # one process sees its signal flag without a sync: it stops after this step, as ranks do at
+                # a check (a signal during the step's --debug-wait stops after the next step, as before)
+                due = due or (not env.distributed and self._signalled())
                 if cfg.debug_wait_at_step == s.global_step:
                     debug.wait_for_signal(s.global_step, env.is_main, self._signalled)
+                signum = self._check(epoch) if due else 0
                 if signum:
                     s.partial = all_reduce_sum(sums.clone(), env).tolist()
                     s.train_seconds += time.perf_counter() - start
@@ -234,6 +256,7 @@ class Trainer:
                     raise StopRequested(signum, self.save("last.pt"))
         finally:
             bar.close()
+        self._check(epoch)  # whatever the loader's length: the epoch's last steps are checked before any save
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start

@@ -129,6 +129,7 @@ def fuse(job: tuple[argparse.Namespace, list[dict[str, Any]]], session: Session)
     enable_fused_ops(cfg)
     members = [ckpt_io.build_model(c, fused_ops=cfg.fused_ops).to(env.device) for c in ckpts]
     fused = create_ensemble(args.method, *members, len(names), **fusion_options(args)).to(env.device)
+    fused.set_grad_checkpointing(cfg.recompute)  # both members (frozen ones run without grad anyway)
     loaders = make_loaders(cfg, env, splits, session.loader)
     meta = {"method": args.method, "members": [str(p) for p in args.members], "options": fusion_options(args)}
     if env.is_main:

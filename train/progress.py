@@ -23,6 +23,7 @@ class EpochBar:
             dynamic_ncols=True,
         )
         self.start, self._last_post = time.perf_counter(), 0.0
+        self._pending: torch.Tensor | None = None
 
     def update(self, sums: torch.Tensor, images: int) -> None:
         """One step done; `sums` = [loss sum, correct, count] so far, `images` trained this epoch (all ranks)."""
@@ -30,7 +31,12 @@ class EpochBar:
         now = time.perf_counter()
         if self.bar.disable is False and now - self._last_post > 0.5:
             self._last_post = now
-            loss_sum, correct, count = sums.tolist()
+            # show the figures copied at the previous post (long done by now) and start the next copy
+            # without waiting: the bar never makes the host wait for the device
+            shown, self._pending = self._pending, sums.detach().to("cpu", copy=True, non_blocking=True)
+            if shown is None:
+                return
+            loss_sum, correct, count = shown.tolist()
             self.bar.set_postfix(
                 loss=f"{loss_sum / max(count, 1):.4f}",
                 acc=f"{100 * correct / max(count, 1):.2f}",

@@ -8,6 +8,7 @@ Under torchrun every process runs this; rank 0 alone writes checkpoints and repo
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from collections.abc import Sequence
@@ -68,6 +69,7 @@ def build_net(cfg: Config, num_classes: int, device: torch.device) -> torch.nn.M
         dda_stages=cfg.dda_stages,
         dropout=cfg.dropout,
         fused_ops=cfg.fused_ops,
+        recompute=cfg.recompute,
         **kwargs,
     )
     return net.to(device)
@@ -77,6 +79,20 @@ def mean_class_accuracy(r: EvalResult) -> float | None:
     """Mean of the per-class accuracies (the AffectNet convention), classes without samples left out."""
     values = [v for v in r.per_class_accuracy(range(r.confusion.shape[0])).values() if v is not None]
     return sum(values) / len(values) if values else None
+
+
+def log_memory_estimate(cfg: Config, net: torch.nn.Module) -> None:
+    """The run header's memory line: ddakern.memory's estimate for this model, mode and batch (CPU forwards)."""
+    from ddakern import memory
+
+    amp = cfg.amp if cfg.amp in memory.AMP_DTYPES else "none"
+    probe = copy.deepcopy(net).cpu()
+    (est,) = memory.measure(probe, cfg.image_size, amp, modes=[cfg.recompute])
+    log.info(
+        f"memory estimate ({cfg.recompute} recompute, amp {amp}): {est.per_image / 2**20:.1f} MiB activations per "
+        f"image, {est.total(cfg.batch_size) / 2**30:.2f} GiB per step at batch {cfg.batch_size} "
+        f"(weights, gradients, {cfg.optimizer} state included)"
+    )
 
 
 def finish(trainer: Trainer, session: Session, outcome: str, data: Layout) -> dict[str, Any] | None:
@@ -129,6 +145,8 @@ def train(ckpt: dict[str, Any] | None, session: Session) -> int:
         )
     seed_everything(cfg.seed)
     net = build_net(cfg, len(class_names), env.device)
+    if env.is_main and cfg.memory_estimate:
+        log_memory_estimate(cfg, net)
     if env.rank:
         torch.manual_seed(cfg.seed + env.rank)  # distinct dropout streams per rank
     if ckpt is not None and list(ckpt["class_names"]) != list(class_names):

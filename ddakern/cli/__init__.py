@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "check": "a short DDA forward/backward on random data, with parameter counts",
     "export": "a checkpoint to ONNX, TorchScript or a torch.export program, with a parity check",
     "predict": "emotions of the faces in images, folders, videos or a webcam (CSV/JSONL, annotations, attention)",
+    "memory": "activation memory per image and the largest batch that fits a budget, per recompute mode",
 }
 """Command name -> one-line help; the module is ddakern.cli.<name> (dashes become underscores)."""
 

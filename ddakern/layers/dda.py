@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddakern import recompute as _recompute
 from ddakern.layers.blocks import ConvBN, Size2, Upsampler
 from ddakern.layers.channel_attention import ChannelAttention
 from ddakern.layers.context_path import ContextPath
@@ -39,6 +40,9 @@ class DDA(nn.Module):
     Parameter names follow the reference implementation except the mask head (`head.conv`,
     `head.bn` for the reference's `outconv`, `bn`); see `ddakern.models.original`.
     Works at any input size; at sizes where the reference works it computes the same thing.
+    `recompute=True` keeps none of the block's activations for backward (only x, which the host
+    keeps anyway) and runs the block again in backward (`ddakern.recompute`: exact, batch-norm
+    statistics updated once per step).
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class DDA(nn.Module):
         width: int | None = None,
         spatial_width: int = 512,
         fused_ops: bool = False,
+        recompute: bool = False,
     ) -> None:
         super().__init__()
         if stage not in (1, 2, 3, 4):
@@ -78,6 +83,7 @@ class DDA(nn.Module):
             self.up2 = Upsampler(c, c, hidden=[w] * (self.n_spatial - 1))
         self.head = MaskHead(c)
         self.fused_ops = fused_ops
+        self.recompute = recompute
 
     @property
     def fused_ops(self) -> bool:
@@ -121,8 +127,15 @@ class DDA(nn.Module):
         """The attention mask m (same shape as x)."""
         return self.head.mask(self.fusion_map(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """x * (1 + m), every activation kept (what forward recomputes)."""
         return self.head(x, self.fusion_map(x))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.recompute and _recompute.wanted():
+            return _recompute.checkpoint(self, self.attend, x)
+        return self.attend(x)
+
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, stage={self.stage}, width={self.width}"
+        extra = ", recompute=True" if self.recompute else ""
+        return f"in_channels={self.in_channels}, stage={self.stage}, width={self.width}{extra}"

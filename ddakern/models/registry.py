@@ -19,6 +19,7 @@ from ddakern.models.weights import (
     read_state_dict,
     vggface2_state_dict,
 )
+from ddakern.recompute import set_recompute
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str, bool]] = {}
 
@@ -61,6 +62,7 @@ def create(
     dda_stages: Iterable[int] = (1, 2, 3, 4),
     dropout: float = 0.4,
     fused_ops: bool = False,
+    recompute: str | bool = "none",
     **dda_options: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -68,7 +70,8 @@ def create(
     `pretrained`: None, "imagenet", "vggface2" (resnet50 hosts) or a state-dict file for the host.
     DDA variants (`*_dda`) get a DDA block after each stage in `dda_stages` (any subset, for the
     stage ablation); `dda_options` (width, spatial_width) go to every block; `fused_ops`
-    routes their gates and mask heads through the fused ops.
+    routes their gates and mask heads through the fused ops. `recompute` ("none", "dda", "all"; see
+    ddakern.recompute) trades backward-time recomputation for activation memory.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
@@ -83,5 +86,6 @@ def create(
         raise ValueError(f"{name} has no DDA blocks; unexpected options {sorted(dda_options)}")
     if pretrained is not None:
         load_pretrained(model, host, pretrained)
+    set_recompute(model, recompute)
     model.name = name  # type: ignore[assignment]
     return model

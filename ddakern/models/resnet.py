@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
+from ddakern import recompute
 from ddakern.layers.dda import DDA
 from ddakern.layers.resnet_blocks import BasicBlock, Bottleneck, init_resnet, make_stage
 
@@ -47,18 +50,36 @@ class ResNet(nn.Module):
         self.dda2: DDA | None = None
         self.dda3: DDA | None = None
         self.dda4: DDA | None = None
+        self.recompute = "none"
         init_resnet(self)
+
+    def set_grad_checkpointing(self, mode: str | bool = True) -> None:
+        """Recompute mode (timm's name): "none", "dda" (DDA branches) or "all" (every stage; True).
+
+        "all" keeps only the stage boundaries: stem + layer1 (+ dda1), then layerK (+ ddaK).
+        """
+        mode = recompute.parse_mode(mode)
+        self.recompute = mode
+        for k in range(1, 5):
+            dda = getattr(self, f"dda{k}")
+            if dda is not None:
+                dda.recompute = mode == "dda"
+
+    def stage(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """Stage k: layerK then ddaK (stage 1 starts with the stem)."""
+        if k == 1:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = getattr(self, f"layer{k}")(x)
+        dda = getattr(self, f"dda{k}")
+        return x if dda is None else dda(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features (N x num_features), before dropout and the classifier."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an N x 3 x H x W image batch, got shape {tuple(x.shape)}")
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        whole = self.recompute == "all" and recompute.wanted()
         for k in range(1, 5):
-            x = getattr(self, f"layer{k}")(x)
-            dda = getattr(self, f"dda{k}")
-            if dda is not None:
-                x = dda(x)
+            x = recompute.checkpoint(self, partial(self.stage, k), x) if whole else self.stage(k, x)
         return torch.flatten(self.avgpool(x), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

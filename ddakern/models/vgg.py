@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ddakern import recompute
+
 VGG_LAYOUT: dict[str, list[int | str]] = {
     "vgg11_bn": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg13_bn": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -31,6 +33,7 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.num_features = 4096
+        self.recompute = "none"
         self.classifier = nn.Sequential(
             nn.Linear(512 * 7 * 7, 4096),
             nn.ReLU(True),
@@ -51,11 +54,27 @@ class VGG(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
+    def set_grad_checkpointing(self, mode: str | bool = True) -> None:
+        """Recompute mode: "all" (or True) recomputes each pooling-delimited block; "dda" and "none"
+        keep everything (VGG has no DDA blocks)."""
+        self.recompute = recompute.parse_mode(mode)
+
+    def blocks(self) -> list[nn.Sequential]:
+        """`features` cut after each max pool: the segments "all" recomputes."""
+        cuts = [i + 1 for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        starts = [0, *cuts[:-1]]
+        return [self.features[a:b] for a, b in zip(starts, cuts)]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (N x 4096), before the last dropout and linear layer."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an N x 3 x H x W image batch, got shape {tuple(x.shape)}")
-        x = torch.flatten(self.avgpool(self.features(x)), 1)
+        if self.recompute == "all" and recompute.wanted():
+            for block in self.blocks():
+                x = recompute.checkpoint(block, block, x)
+        else:
+            x = self.features(x)
+        x = torch.flatten(self.avgpool(x), 1)
         return self.classifier[:5](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,102 @@
+"""The whole training step of resnet34_dda / resnet50_dda: fused ops, recompute, channels_last, compile.
+
+Every variant is one RAdam step at the same batch; ratios (speed-up, saved_ratio) are against `eager`
+of the same model in the same run (bench/report.py). `saved_bytes` = activations autograd keeps for
+backward, parameters excluded (they exist anyway; ddakern.memory counts them apart), inputs of
+recomputed regions included. On CUDA every variant runs in bf16 autocast at batch 48, 224 px and
+records peak `max_memory_allocated`; on CPU fp32 at bench_scale()'s small size, compile skipped (Inductor
+on 2 cores takes minutes for the DDA graphs) and resnet50_dda limited to eager / recompute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from benchutil import SCALE, median_s, peak_memory_bytes, peak_memory_reset, skip_compile_if_disabled, sync
+
+from ddakern.models import create
+from ddakern.profiling import saved_tensor_bytes
+
+VARIANTS: dict[str, dict] = {
+    "eager": {},
+    "fused": {"fused": True},
+    "recompute-dda": {"recompute": "dda"},
+    "fused+recompute-dda": {"fused": True, "recompute": "dda"},
+    "recompute-all": {"recompute": "all"},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+}
+MODELS = ["resnet34_dda", "resnet50_dda"]
+CPU_VARIANTS = {"resnet50_dda": ("eager", "recompute-dda", "recompute-all")}
+
+
+def cases():
+    for model in MODELS:
+        for variant in VARIANTS:
+            if not SCALE.cuda and (variant == "compile" or variant not in CPU_VARIANTS.get(model, VARIANTS)):
+                continue
+            yield pytest.param(model, variant, id=f"{model}-{variant}")
+
+
+def make_step(name: str, opts: dict) -> tuple[Callable[[], float], Callable[[], int], torch.nn.Module]:
+    """(one optimizer step returning its loss, activation bytes of its forward, the model)."""
+    torch.manual_seed(0)
+    model = create(name, fused_ops=bool(opts.get("fused")), recompute=opts.get("recompute", "none"))
+    model = model.to(SCALE.device).train()
+    x = torch.randn(SCALE.batch, 3, SCALE.image_size, SCALE.image_size, device=SCALE.device)
+    y = torch.randint(0, 7, (SCALE.batch,), device=SCALE.device)
+    if opts.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if opts.get("compile") else model
+    optimizer = torch.optim.RAdam(model.parameters(), lr=1e-4, weight_decay=1e-3)
+
+    def loss_of(inp: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(SCALE.device.type, dtype=torch.bfloat16, enabled=SCALE.cuda):
+            return torch.nn.functional.cross_entropy(forward(inp).float(), y)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(x)
+        loss.backward()
+        optimizer.step()
+        sync()
+        return loss.detach()
+
+    def saved() -> int:
+        return saved_tensor_bytes(loss_of, x, exclude=list(model.parameters()))
+
+    return step, saved, model
+
+
+@pytest.mark.parametrize("name,variant", list(cases()))
+def test_step(benchmark, name: str, variant: str) -> None:
+    opts = VARIANTS[variant]
+    if opts.get("compile"):
+        skip_compile_if_disabled(benchmark)
+    if benchmark.disabled and not SCALE.cuda and name != "resnet34_dda":
+        pytest.skip("the CI smoke run (--benchmark-disable on CPU) runs resnet34_dda only")
+    step, saved, model = make_step(name, opts)
+    if not benchmark.disabled:  # --benchmark-disable runs the step once: no warm-up needed
+        step()  # warm-up (and compilation)
+    benchmark.group = f"step {name}"
+    benchmark.extra_info.update({
+        "table": "whole training step", "model": name, "variant": variant, "baseline": "eager",
+        "batch": SCALE.batch, "image_size": SCALE.image_size, "device": str(SCALE.device),
+        "amp": "bf16" if SCALE.cuda else "none",
+    })  # fmt: skip
+    if not opts.get("compile"):  # saved-tensor hooks would be one more compile
+        nbytes = saved()
+        assert nbytes > 0
+        benchmark.extra_info["saved_bytes"] = nbytes
+    peak_memory_reset()
+    loss = float(benchmark.pedantic(step, rounds=SCALE.rounds, iterations=1))
+    assert math.isfinite(loss) and 0.0 < loss < 20.0
+    med = median_s(benchmark)
+    if med is not None:
+        benchmark.extra_info["images_per_s"] = SCALE.batch / med
+    benchmark.extra_info["peak_memory_bytes"] = peak_memory_bytes()
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -1,0 +1,200 @@
+"""Recompute modes (ddakern.recompute) against the non-recomputed step: outputs, gradients, BN statistics."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import nn
+
+import ddakern
+from ddakern import DDA, models, recompute
+from ddakern.ensemble import create_ensemble
+from ddakern.profiling import saved_tensor_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One forward/backward from a fixed RNG state (the classifier's dropout draws from it); the
+    output, every parameter gradient and every buffer afterwards."""
+    torch.manual_seed(1234)
+    out = model(x)
+    F.cross_entropy(out.float(), y).backward()
+    state = {"out": out.detach().clone()}
+    state.update({f"grad.{k}": p.grad.clone() for k, p in model.named_parameters()})
+    state.update({f"buf.{k}": b.clone() for k, b in model.named_buffers()})
+    return state
+
+
+def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
+    assert a.keys() == b.keys()
+    return sorted(k for k in a if not torch.equal(a[k], b[k]))
+
+
+def batch(n: int = 2, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=gen), torch.randint(0, 7, (n,), generator=gen)
+
+
+@pytest.fixture(scope="module")
+def base() -> nn.Module:
+    torch.manual_seed(0)
+    return models.create("resnet18_dda", dda_stages=(2, 4)).train()
+
+
+@pytest.mark.parametrize("mode", ["dda", "all"])
+def test_recomputed_step_is_bitwise_the_plain_step(base, mode) -> None:
+    x, y = batch()
+    model = copy.deepcopy(base)
+    model.set_grad_checkpointing(mode)
+    ref = step(copy.deepcopy(base), x, y)
+    plain_rng_after = torch.get_rng_state()
+    got = step(model, x, y)
+    assert differing(ref, got) == []
+    assert torch.equal(torch.get_rng_state(), plain_rng_after)  # recomputation draws nothing extra
+    assert got["buf.dda2.head.bn.num_batches_tracked"].item() == 1
+
+
+def test_plain_checkpoint_would_update_batch_norm_twice(base) -> None:
+    """Why ddakern.recompute exists: torch.utils.checkpoint alone advances the statistics again."""
+    block = copy.deepcopy(base.dda2)
+    assert block is not None
+    x = torch.randn(2, block.in_channels, 8, 8, requires_grad=True)
+    torch.utils.checkpoint.checkpoint(block.attend, x, use_reentrant=False).sum().backward()
+    assert block.head.bn.num_batches_tracked.item() == 2
+    exact = copy.deepcopy(base.dda2)
+    exact.recompute = True
+    exact(x).sum().backward()
+    assert exact.head.bn.num_batches_tracked.item() == 1
+
+
+@pytest.mark.parametrize("backend", ["torch"])
+def test_fused_ops_with_recompute(base, backend) -> None:
+    x, y = batch(seed=1)
+    fused = copy.deepcopy(base)
+    for m in fused.modules():
+        if isinstance(m, DDA):
+            m.fused_ops = True
+    with ddakern.use_ops_backend(backend):
+        ref = step(copy.deepcopy(fused), x, y)
+        fused.set_grad_checkpointing("dda")
+        assert differing(ref, step(fused, x, y)) == []
+
+
+def test_bf16_autocast_and_channels_last(base) -> None:
+    x, y = batch(seed=2, size=32)
+    x = x.contiguous(memory_format=torch.channels_last)
+    plain = copy.deepcopy(base).to(memory_format=torch.channels_last)
+    model = copy.deepcopy(plain)
+    model.set_grad_checkpointing("dda")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = step(plain, x, y)
+        got = step(model, x, y)
+    assert ref["out"].dtype == torch.bfloat16
+    assert differing(ref, got) == []
+
+
+def test_torch_compile_updates_statistics_once() -> None:
+    torch.manual_seed(3)
+    block = DDA(16, 4).train()
+    x0 = torch.randn(2, 16, 6, 6)
+
+    def run(module: nn.Module, compiled: bool) -> dict[str, torch.Tensor]:
+        fn = torch.compile(module, backend="aot_eager") if compiled else module
+        x = x0.clone().requires_grad_()
+        out = fn(x)
+        out.square().sum().backward()
+        state = {"out": out.detach(), "dx": x.grad}
+        state.update({f"grad.{k}": p.grad for k, p in module.named_parameters()})
+        state.update({f"buf.{k}": b.clone() for k, b in module.named_buffers()})
+        return state
+
+    ref = run(copy.deepcopy(block), compiled=False)
+    block.recompute = True
+    got = run(block, compiled=True)
+    assert [k for k in differing(ref, got) if k.startswith("buf.")] == []
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-6, atol=1e-7)
+
+
+def test_saved_bytes_drop(base) -> None:
+    x, _ = batch(n=2, size=32)
+    model = copy.deepcopy(base)
+    sizes = {}
+    for mode in recompute.MODES:
+        model.set_grad_checkpointing(mode)
+        sizes[mode] = saved_tensor_bytes(model, x)
+    assert sizes["all"] < sizes["dda"] < 0.6 * sizes["none"]
+    assert sizes["all"] >= x.numel() * 4  # the kept stage inputs are counted, the image included
+
+
+def test_no_recompute_without_grad(base) -> None:
+    model = copy.deepcopy(base)
+    model.set_grad_checkpointing("all")
+    x, _ = batch()
+    with torch.no_grad():
+        out = model(x)
+    assert not out.requires_grad
+
+
+def test_vgg_ensemble_and_create() -> None:
+    torch.manual_seed(4)
+    x, y = batch(seed=4)
+    vgg = models.create("vgg11_bn")
+    ref = step(copy.deepcopy(vgg), x, y)
+    vgg.set_grad_checkpointing("all")
+    assert differing(ref, step(vgg, x, y)) == []
+    assert models.create("resnet18_dda", recompute="dda").dda3.recompute
+    ens = create_ensemble(
+        "joint", models.create("resnet18_dda", dda_stages=(4,)), models.create("resnet18"), num_classes=7
+    )
+    ens.set_grad_checkpointing("all")
+    assert ens.member1.recompute == ens.member2.recompute == "all"
+    with pytest.raises(ValueError, match="recompute mode must be one of"):
+        models.create("resnet18_dda", recompute="some")
+
+
+def test_set_recompute_on_a_model_without_setter() -> None:
+    class Host(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dda = DDA(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.dda(x)
+
+    host = recompute.set_recompute(Host(), "dda")
+    assert host.dda.recompute
+    with pytest.raises(ValueError, match="needs a model with set_grad_checkpointing"):
+        recompute.set_recompute(host, "all")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_gloo(tmp_path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        str(ROOT / "tests" / "recompute_ddp_worker.py"), str(out),
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for rank in (0, 1):
+        result = json.loads(Path(f"{out}.rank{rank}").read_text(encoding="utf-8"))
+        assert result == {"dda": [], "all": []}
