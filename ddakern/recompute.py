@@ -100,8 +100,7 @@ def set_recompute(model: nn.Module, mode: str | bool | None) -> nn.Module:
         return model
     if mode == "all":
         raise ValueError(
-            f"recompute 'all' needs a model with set_grad_checkpointing; {type(model).__name__} has none "
-            "(use 'dda')"
+            f"recompute 'all' needs a model with set_grad_checkpointing; {type(model).__name__} has none (use 'dda')"
         )
     from ddakern.layers.dda import DDA
 

@@ -72,9 +72,7 @@ def _fwd_kernel(
         mask = mask_c[:, None] & (offs_p < end)[None, :]
         xv = tl.load(x_base + offs_c[:, None] * sxc + offs_p[None, :] * sxp, mask=mask, other=0.0)
         out = xv.to(tl.float32) * k[:, None]
-        tl.store(
-            o_base + offs_c[:, None] * soc + offs_p[None, :] * sop, out.to(o_ptr.dtype.element_ty), mask=mask
-        )
+        tl.store(o_base + offs_c[:, None] * soc + offs_p[None, :] * sop, out.to(o_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -175,9 +173,7 @@ def _rows(logits: torch.Tensor, scale: torch.Tensor | None) -> tuple[int, int, t
     return sln, slc, scale, scale.stride(0), scale.stride(1)
 
 
-def forward(
-    x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool
-) -> torch.Tensor:
+def forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool) -> torch.Tensor:
     """x * k[n, c] with k = softmax(logits)[n, c] [* scale] [+ 1]; output in x's memory format."""
     n, c, h, w = x.shape
     hw = h * w

@@ -27,9 +27,7 @@ BACKENDS = [
 def _smooth(rng: np.random.Generator, size: int, channels: int) -> np.ndarray:
     """A random but smooth uint8 image (coarse noise, upsampled), so resizes are well behaved."""
     coarse = rng.integers(0, 256, (4, 4, channels), dtype=np.uint8)
-    img = Image.fromarray(coarse.squeeze(-1) if channels == 1 else coarse).resize(
-        (size, size), Image.BILINEAR
-    )
+    img = Image.fromarray(coarse.squeeze(-1) if channels == 1 else coarse).resize((size, size), Image.BILINEAR)
     return np.asarray(img)
 
 
@@ -61,9 +59,7 @@ def _collect(loader) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 def _load(samples, **kw):
-    args = dict(
-        train=False, batch_size=4, image_size=S, augment=None, normalize="unit", loader="torch", num_threads=1
-    )
+    args = dict(train=False, batch_size=4, image_size=S, augment=None, normalize="unit", loader="torch", num_threads=1)
     return build_loader(samples, **{**args, **kw})
 
 
@@ -87,9 +83,7 @@ def test_batches_shapes_ranges_labels(backend: str, kind: str, request: pytest.F
 @pytest.mark.skipif(not loaders_mod.dali_available(), reason="no DALI")
 @pytest.mark.parametrize("kind", ["gray", "jpeg"])
 @pytest.mark.parametrize("size", [S, 10])
-def test_dali_and_torch_agree_without_augmentation(
-    kind: str, size: int, request: pytest.FixtureRequest
-) -> None:
+def test_dali_and_torch_agree_without_augmentation(kind: str, size: int, request: pytest.FixtureRequest) -> None:
     """Same decoder (libjpeg-turbo) and the same bilinear resize: equal to float rounding (tolerance 1e-5
     on the [0, 1] scale) when upscaling and when shrinking (both paths skip antialiasing)."""
     samples = request.getfixturevalue(f"{kind}_set")

@@ -149,9 +149,7 @@ def test_ferplus_bad_rows(tmp_path: Path) -> None:
         tmp_path,
         [("Training", "a", ok), ("Training", "b", ok), ("Training", "c", ok), ("PrivateTest", "d", ok)],
     )
-    with pytest.raises(
-        DataError, match=r"fer2013new\.csv line 4: Usage 'Training' differs from fer2013\.csv line 4"
-    ):
+    with pytest.raises(DataError, match=r"fer2013new\.csv line 4: Usage 'Training' differs from fer2013\.csv line 4"):
         load_splits("ferplus", tmp_path)
     _write_ferplus(tmp_path, [("Training", "a", ok), ("Training", "b", [1, "x", 0, 0, 0, 0, 0, 0, 0, 0])])
     with pytest.raises(DataError, match=r"2 data rows but fer2013\.csv has 4"):
@@ -163,9 +161,7 @@ def test_ferplus_bad_rows(tmp_path: Path) -> None:
         ("PrivateTest", "d", ok),
     ]
     _write_ferplus(tmp_path, bad)
-    with pytest.raises(
-        DataError, match=r"fer2013new\.csv line 3: vote count 'x' is not a non-negative integer"
-    ):
+    with pytest.raises(DataError, match=r"fer2013new\.csv line 3: vote count 'x' is not a non-negative integer"):
         load_splits("ferplus", tmp_path)
     s = load_splits("ferplus", tmp_path, skip_bad=True)
     assert len(s["train"]) == 1 and s["train"].skipped == 1

@@ -95,9 +95,7 @@ def test_ops_registered_with_torch_library():
         assert hasattr(torch.ops.ddakern, name)
 
     def written(op):
-        return {
-            a.name for a in op.default._schema.arguments if a.alias_info is not None and a.alias_info.is_write
-        }
+        return {a.name for a in op.default._schema.arguments if a.alias_info is not None and a.alias_info.is_write}
 
     assert written(torch.ops.ddakern.bn_stats) == {"running_mean", "running_var"}
     assert written(torch.ops.ddakern.attention_residual) == set()
@@ -115,9 +113,7 @@ def test_import_without_triton():
         "assert 'triton' not in {m.split('.')[0] for m in sys.modules if sys.modules[m] is not None}\n"
     )
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
 
 
@@ -131,9 +127,7 @@ class _TwoOps(nn.Module):
 
     def forward(self, x, logits, a, scale):
         bn = self.bn
-        y = DF.attention_residual(
-            x, logits, bn.weight, bn.bias, bn.running_mean, bn.running_var, self.training
-        )
+        y = DF.attention_residual(x, logits, bn.weight, bn.bias, bn.running_mean, bn.running_var, self.training)
         return DF.channel_attention(torch.relu(y), a, scale, residual=True)
 
 

@@ -94,7 +94,5 @@ def test_vgg_features_and_any_size():
 
 
 def test_bad_input_is_a_clear_error():
-    with pytest.raises(
-        ValueError, match=r"expected an N x 3 x H x W image batch, got shape \(2, 1, 32, 32\)"
-    ):
+    with pytest.raises(ValueError, match=r"expected an N x 3 x H x W image batch, got shape \(2, 1, 32, 32\)"):
         create("resnet18")(torch.randn(2, 1, 32, 32))

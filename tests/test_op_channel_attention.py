@@ -97,9 +97,7 @@ def test_triton_backend_matches_reference(case):
 
 def test_triton_chunked_and_split_paths(monkeypatch):
     """Small tiles force chunked logits rows and split position ranges."""
-    monkeypatch.setattr(
-        kcommon, "TUNING", kcommon.Tuning(tile=32, max_block_c=4, target_programs=64, num_warps=4)
-    )
+    monkeypatch.setattr(kcommon, "TUNING", kcommon.Tuning(tile=32, max_block_c=4, target_programs=64, num_warps=4))
     x, logits, scale = make_inputs(3, 11, 5, 7)
     compare("triton", x, logits, scale, True)
 
@@ -127,9 +125,7 @@ def _lowp(mode, dtype, n, c, h, w, use_scale, residual):
             continue
         assert a.dtype == r_lp.dtype, name
         ours, theirs = rel_err(a, r64), rel_err(r_lp, r64)
-        assert ours <= 2 * theirs + 1e-6, (
-            f"{mode} {dtype} {name}: error {ours:.2e} > 2 x reference {theirs:.2e}"
-        )
+        assert ours <= 2 * theirs + 1e-6, f"{mode} {dtype} {name}: error {ours:.2e} > 2 x reference {theirs:.2e}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -151,13 +147,9 @@ def test_gradcheck_float64_torch_backend(variant):
     scale = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
     with use_ops_backend("torch"):
         if use_scale:
-            assert torch.autograd.gradcheck(
-                lambda a, b, s: DF.channel_attention(a, b, s, residual), (x, logits, scale)
-            )
+            assert torch.autograd.gradcheck(lambda a, b, s: DF.channel_attention(a, b, s, residual), (x, logits, scale))
         else:
-            assert torch.autograd.gradcheck(
-                lambda a, b: DF.channel_attention(a, b, None, residual), (x, logits)
-            )
+            assert torch.autograd.gradcheck(lambda a, b: DF.channel_attention(a, b, None, residual), (x, logits))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
