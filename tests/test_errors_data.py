@@ -129,7 +129,20 @@ def write_raf(root: Path, extra: list[bytes] = (), bom: bool = False) -> Path:
 
 
 def raf_args(root: Path, out: Path, loader: str) -> list[str]:
-    return ["--recipe", "rafdb", "--data-root", str(root), "--out", str(out), "--loader", loader, *TINY]
+    # --holdout 0: every train image trains (the counts below), selection on test (the community protocol)
+    return [
+        "--recipe",
+        "rafdb",
+        "--data-root",
+        str(root),
+        "--out",
+        str(out),
+        "--loader",
+        loader,
+        "--holdout",
+        "0",
+        *TINY,
+    ]
 
 
 @pytest.mark.parametrize("loader", LOADERS)

@@ -97,11 +97,22 @@ def test_bf16_autocast_and_channels_last(base) -> None:
     plain = copy.deepcopy(base).to(memory_format=torch.channels_last)
     model = copy.deepcopy(plain)
     model.set_grad_checkpointing("dda")
+    truth = step(copy.deepcopy(plain), x, y)  # fp32: the yardstick
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref = step(plain, x, y)
         got = step(model, x, y)
     assert ref["out"].dtype == torch.bfloat16
-    assert differing(ref, got) == []
+    # oneDNN's bf16 convolutions are not bitwise repeatable run to run on CPU, so the project's rule for
+    # low precision: the recomputed step's error against fp32 is at most 2x the plain bf16 step's
+    assert too_far(got, ref, truth) == []
+
+
+def too_far(got: dict, ref: dict, truth: dict) -> list[str]:
+    def err(a: torch.Tensor, t: torch.Tensor) -> float:
+        t = t.double()
+        return float((a.double() - t).norm() / t.norm().clamp_min(1e-12))
+
+    return sorted(k for k in truth if err(got[k], truth[k]) > 2 * err(ref[k], truth[k]) + 1e-6)
 
 
 def test_torch_compile_updates_statistics_once() -> None:
