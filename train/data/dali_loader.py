@@ -118,7 +118,7 @@ class DaliLoader:
     def __len__(self) -> int:
         return batch_count(self._source.order().size, self.batch_size, self.drop_last)
 
-    def _failure(self, error: RuntimeError, batches_done: int) -> DataError:
+    def _failure(self, error: RuntimeError) -> DataError:
         """One line for a pipeline failure: the undecodable file when one of the batches in flight has one."""
         if self.samples.kind == "files":
             for i in (int(i) for idx in self._source.recent for i in idx):
@@ -129,7 +129,7 @@ class DaliLoader:
         detail = next((ln for ln in lines if ln.startswith(("Failed", "Error in"))), lines[-1] if lines else "")
         return DataError(f"DALI input pipeline failed in epoch {self._epoch}: {detail.rstrip(' :')}")
 
-    def _next_batch(self, batches_done: int):
+    def _next_batch(self):
         """The next DALI output (None at the end of the pass); a pipeline failure becomes one DataError."""
         try:
             if self._iterator is None:
@@ -139,7 +139,7 @@ class DaliLoader:
             return None
         except RuntimeError as e:  # a DALI pipeline that failed is no longer usable: rebuild next time
             self._iterator, self._finished = None, True
-            raise self._failure(e, batches_done) from None
+            raise self._failure(e) from None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._iterator is not None:
@@ -148,9 +148,7 @@ class DaliLoader:
                     pass
             self._iterator.reset()
         self._finished = False
-        done = 0
-        while (data := self._next_batch(done)) is not None:
-            done += 1
+        while (data := self._next_batch()) is not None:
             out = data[0]
             labels = out["labels"].reshape(-1)
             if labels.numel() == 0:
