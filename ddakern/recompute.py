@@ -9,23 +9,38 @@ also works with DDP and torch.compile).
 
 Modes of a model (`set_recompute` / `model.set_grad_checkpointing(mode)`):
 - "none": keep every activation (the default).
-- "dda": recompute DDA's attention branches (their one input, the block's x, is kept by the host).
-- "all": recompute the host stages too; only stage boundaries are kept.
+- "dda": recompute DDA's attention branches (their one input, the block's x, is kept), and let the
+  host keep only its convolution outputs: its batch norms, ReLUs, poolings and residual adds are
+  recomputed from them in backward (selective checkpointing), so no host convolution runs twice.
+  Hosts ddakern does not build (`ddakern.attach` on a torchvision ResNet) get the DDA part only.
+- "all": recompute the host stages too, convolutions included; only stage boundaries are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from ddakern import profiling
 
 MODES = ("none", "dda", "all")
+KEPT_OPS = frozenset({torch.ops.aten.convolution.default})
+"""What a selective region (`checkpoint(..., selective=True)`) keeps; every other op is recomputed."""
+_HOOKS_KW = (
+    {"respect_saved_tensors_hooks": True}
+    if "respect_saved_tensors_hooks" in inspect.signature(torch.utils.checkpoint.checkpoint).parameters
+    else {}
+)
+"""torch >= 2.14: tensors a selective region keeps pass through saved-tensor hooks (offloading, and
+profiling.saved_tensor_bytes counting them); older torch lets them bypass the hooks."""
 
 
 def parse_mode(mode: str | bool | None) -> str:
@@ -66,8 +81,28 @@ def scratch_bn_stats(module: nn.Module) -> Iterator[None]:
                 setattr(m, n, b)
 
 
-def _contexts(module: nn.Module) -> Callable[[], tuple[Any, Any]]:
-    return lambda: (contextlib.nullcontext(), scratch_bn_stats(module))
+def _keep_convolutions(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in KEPT_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+@contextlib.contextmanager
+def _entered(*contexts: contextlib.AbstractContextManager) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for c in contexts:
+            stack.enter_context(c)
+        yield
+
+
+def _contexts(module: nn.Module, selective: bool) -> Callable[[], tuple[Any, Any]]:
+    def make() -> tuple[Any, Any]:
+        forward, again = (
+            create_selective_checkpoint_contexts(_keep_convolutions)
+            if selective
+            else (contextlib.nullcontext(), contextlib.nullcontext())
+        )
+        return forward, _entered(scratch_bn_stats(module), again)
+
+    return make
 
 
 def wanted() -> bool:
@@ -75,16 +110,20 @@ def wanted() -> bool:
     return torch.is_grad_enabled()
 
 
-def checkpoint(module: nn.Module, fn: Callable[..., Any], *args: torch.Tensor) -> Any:
+def checkpoint(module: nn.Module, fn: Callable[..., Any], *args: torch.Tensor, selective: bool = False) -> Any:
     """fn(*args) without keeping its intermediate activations; recomputed in backward, exactly.
 
-    `module` holds the batch norms that `fn` runs. Under torch.compile the compiler's own
+    `module` holds the batch norms that `fn` runs. With `selective`, the outputs of KEPT_OPS (the
+    convolutions) are kept and only the cheap rest runs again. Under torch.compile the compiler's own
     recomputation (which replays no buffer update) handles the region.
     """
     profiling.note_kept(*args)
     if torch.compiler.is_compiling():
-        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
-    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, context_fn=_contexts(module))
+        kw = {"context_fn": partial(create_selective_checkpoint_contexts, _keep_convolutions)} if selective else {}
+        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, **kw)
+    return torch.utils.checkpoint.checkpoint(
+        fn, *args, use_reentrant=False, context_fn=_contexts(module, selective), **_HOOKS_KW
+    )
 
 
 def set_recompute(model: nn.Module, mode: str | bool | None) -> nn.Module:

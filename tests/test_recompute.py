@@ -138,6 +138,52 @@ def test_torch_compile_updates_statistics_once() -> None:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-6, atol=1e-7)
 
 
+def conv_bn_relu_pool() -> nn.Sequential:
+    torch.manual_seed(4)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+        nn.Conv2d(8, 5, 3, stride=2, padding=1), nn.BatchNorm2d(5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+    ).train()  # fmt: skip
+
+
+def run_region(seq: nn.Module, x: torch.Tensor, selective: bool | None, compiled: bool = False) -> dict:
+    """Output, gradients and buffers after one backward of `seq` (plain when selective is None)."""
+
+    def fn(inp: torch.Tensor) -> torch.Tensor:
+        return seq(inp) if selective is None else recompute.checkpoint(seq, seq, inp, selective=selective)
+
+    out = (torch.compile(fn, backend="aot_eager") if compiled else fn)(x)
+    out.square().sum().backward()
+    state = {"out": out.detach(), "dx": x.grad.clone()}
+    state.update({f"grad.{k}": p.grad.clone() for k, p in seq.named_parameters()})
+    state.update({f"buf.{k}": b.clone() for k, b in seq.named_buffers()})
+    return state
+
+
+def test_selective_region_keeps_only_convolution_outputs() -> None:
+    seq = conv_bn_relu_pool()
+    x = torch.randn(2, 3, 9, 7)
+    kept = saved_tensor_bytes(lambda t: recompute.checkpoint(seq, seq, t, selective=True), x, exclude=seq.parameters())
+    conv1 = seq[0](x)
+    conv2 = seq[3](seq[2](seq[1](conv1)))
+    if recompute._HOOKS_KW:  # torch < 2.14: what a selective region keeps bypasses the counting hooks
+        assert kept == 4 * (x.numel() + conv1.numel() + conv2.numel())  # the input and the two convolutions
+        assert kept < saved_tensor_bytes(seq, x, exclude=seq.parameters())
+    ref = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), None)
+    got = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), True)
+    assert differing(ref, got) == []  # bitwise, BN statistics updated once (num_batches_tracked == 1)
+    assert got["buf.1.num_batches_tracked"].item() == 1
+
+
+def test_selective_region_under_torch_compile() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    ref = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), None)
+    got = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), True, compiled=True)
+    assert [k for k in differing(ref, got) if k.startswith("buf.")] == []
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-6, atol=1e-7)
+
+
 def test_saved_bytes_drop(base) -> None:
     x, _ = batch(n=2, size=32)
     model = copy.deepcopy(base)

@@ -54,9 +54,12 @@ class ResNet(nn.Module):
         init_resnet(self)
 
     def set_grad_checkpointing(self, mode: str | bool = True) -> None:
-        """Recompute mode (timm's name): "none", "dda" (DDA branches) or "all" (every stage; True).
+        """Recompute mode (timm's name): "none", "dda" or "all" (every stage; True).
 
-        "all" keeps only the stage boundaries: stem + layer1 (+ dda1), then layerK (+ ddaK).
+        "dda" recomputes the DDA branches and keeps only the host's convolution outputs (stem + layer1,
+        then each layerK, is a selective region: its batch norms, ReLUs, max pool and residual adds run
+        again in backward). "all" keeps only the stage boundaries: stem + layer1 (+ dda1), then
+        layerK (+ ddaK).
         """
         mode = recompute.parse_mode(mode)
         self.recompute = mode
@@ -65,11 +68,18 @@ class ResNet(nn.Module):
             if dda is not None:
                 dda.recompute = mode == "dda"
 
-    def stage(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        """Stage k: layerK then ddaK (stage 1 starts with the stem)."""
+    def host_stage(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """layerK (stage 1 starts with the stem)."""
         if k == 1:
             x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = getattr(self, f"layer{k}")(x)
+        return getattr(self, f"layer{k}")(x)
+
+    def stage(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """Stage k: layerK then ddaK."""
+        if self.recompute == "dda" and recompute.wanted():
+            x = recompute.checkpoint(self, partial(self.host_stage, k), x, selective=True)
+        else:
+            x = self.host_stage(k, x)
         dda = getattr(self, f"dda{k}")
         return x if dda is None else dda(x)
 

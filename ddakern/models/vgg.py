@@ -55,8 +55,9 @@ class VGG(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def set_grad_checkpointing(self, mode: str | bool = True) -> None:
-        """Recompute mode: "all" (or True) recomputes each pooling-delimited block; "dda" and "none"
-        keep everything (VGG has no DDA blocks)."""
+        """Recompute mode: "all" (or True) recomputes each pooling-delimited block; "dda" keeps only the
+        convolution outputs of each block (its batch norms, ReLUs and pooling run again in backward);
+        "none" keeps everything."""
         self.recompute = recompute.parse_mode(mode)
 
     def blocks(self) -> list[nn.Sequential]:
@@ -69,9 +70,9 @@ class VGG(nn.Module):
         """Penultimate features (N x 4096), before the last dropout and linear layer."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an N x 3 x H x W image batch, got shape {tuple(x.shape)}")
-        if self.recompute == "all" and recompute.wanted():
+        if self.recompute in ("dda", "all") and recompute.wanted():
             for block in self.blocks():
-                x = recompute.checkpoint(block, block, x)
+                x = recompute.checkpoint(block, block, x, selective=self.recompute == "dda")
         else:
             x = self.features(x)
         x = torch.flatten(self.avgpool(x), 1)
