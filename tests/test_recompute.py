@@ -52,9 +52,12 @@ def base() -> nn.Module:
     return models.create("resnet18_dda", dda_stages=(2, 4)).train()
 
 
-@pytest.mark.parametrize("mode", ["dda", "all"])
-def test_recomputed_step_is_bitwise_the_plain_step(base, mode) -> None:
+@pytest.mark.parametrize("mode,layout", [("dda", "nchw"), ("all", "nchw"), ("dda", "channels_last")])
+def test_recomputed_step_is_bitwise_the_plain_step(base, mode, layout) -> None:
     x, y = batch()
+    if layout == "channels_last":
+        base = copy.deepcopy(base).to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     model = copy.deepcopy(base)
     model.set_grad_checkpointing(mode)
     ref = step(copy.deepcopy(base), x, y)
