@@ -159,7 +159,9 @@ class Config:
         aliases=("--kernels",),
     )
     recompute: str = _opt(
-        "none", "model", "recompute activations in backward: none, dda (DDA branches; the host keeps only its convolution outputs) or all (everything but stage boundaries)",
+        "none", "model",
+        "recompute activations in backward: none, dda (DDA branches; the host keeps only its convolution outputs)"
+        " or all (everything but stage boundaries)",
         choices=("none", "dda", "all"),
     )  # fmt: skip
     memory_estimate: bool = _opt(True, "system", "print the step's memory estimate in the run header")
