@@ -41,13 +41,15 @@ def cases():
             yield pytest.param(model, variant, id=f"{model}-{variant}")
 
 
-def make_step(name: str, opts: dict) -> tuple[Callable[[], float], Callable[[], int], torch.nn.Module]:
+def make_step(
+    name: str, opts: dict, batch: int = SCALE.batch, image_size: int = SCALE.image_size
+) -> tuple[Callable[[], float], Callable[[], int], torch.nn.Module]:
     """(one optimizer step returning its loss, activation bytes of its forward, the model)."""
     torch.manual_seed(0)
     model = create(name, fused_ops=bool(opts.get("fused")), recompute=opts.get("recompute", "none"))
     model = model.to(SCALE.device).train()
-    x = torch.randn(SCALE.batch, 3, SCALE.image_size, SCALE.image_size, device=SCALE.device)
-    y = torch.randint(0, 7, (SCALE.batch,), device=SCALE.device)
+    x = torch.randn(batch, 3, image_size, image_size, device=SCALE.device)
+    y = torch.randint(0, 7, (batch,), device=SCALE.device)
     if opts.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
         x = x.to(memory_format=torch.channels_last)
@@ -100,3 +102,15 @@ def test_step(benchmark, name: str, variant: str) -> None:
         benchmark.extra_info["images_per_s"] = SCALE.batch / med
     benchmark.extra_info["peak_memory_bytes"] = peak_memory_bytes()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_step_ratios_script_runs_interleaved() -> None:
+    """bench/step_ratios.py (the interleaved whole-step ratios of docs/benchmarks.md) on a tiny step."""
+    from step_ratios import measure, table
+
+    result = measure("resnet34_dda", batch=2, image_size=32, rounds=2, variants=["eager", "recompute-dda"])
+    rows = result["variants"]
+    assert rows["eager"]["time_ratio_min"] == 1.0 and len(rows["recompute-dda"]["times_s"]) == 2
+    assert 0.0 < rows["recompute-dda"]["saved_ratio"] < 0.5  # the DDA branches and the host's BN/ReLU outputs go
+    assert all(math.isfinite(r["time_ratio_median"]) and r["images_per_s"] > 0 for r in rows.values())
+    assert "recompute-dda" in table(result)
