@@ -93,3 +93,25 @@ def test_training_batches_keep_their_size_evaluation_drops(tmp_path: Path, loade
     labels = np.concatenate([y.numpy() for _, y in test])
     assert labels.tolist() == [0, 1, 4, 5, 6, 0] and len(test.skips.files) == 2  # files 2 and 3 left out
     assert list(test.skips.files) == [str(files[2]), str(files[3])]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_file_that_goes_bad_between_epochs_is_skipped_then(tmp_path: Path, loader: str) -> None:
+    """Checked strictly when first read, then again only once its size or time stamp changes."""
+    from test_errors_data import jpeg
+
+    rng = np.random.default_rng(4)
+    files = [tmp_path / f"{i}.jpg" for i in range(6)]
+    for f in files:
+        f.write_bytes(jpeg(rng))
+    samples = SampleSet("files", None, files, np.arange(6) % 7, tuple("abcdefg"))
+    kw = dict(batch_size=3, image_size=32, augment=None, loader=loader, num_threads=1, skip_bad=True)
+    train = build_loader(samples, train=True, **kw)
+    assert sum(y.shape[0] for _, y in train) == 6 and train.skips.count == 0
+    files[1].write_bytes(files[1].read_bytes()[:200])  # truncated by a copy in progress
+    train.set_epoch(1)
+    assert sum(y.shape[0] for _, y in train) == 6 and list(train.skips.files) == [str(files[1])]
+    assert "truncated JPEG" in train.skips.files[str(files[1])]
+    files[1].unlink()  # deleted
+    train.set_epoch(2)
+    assert sum(y.shape[0] for _, y in train) == 6 and train.skips.count == 1 and train.skips.occurrences == 2

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .image_io import decode_checked, decode_rgb, read_checked, read_encoded
+from .image_io import CheckedReads, decode_rgb, read_encoded
 from .imagecheck import file_problem
 from .loader_spec import LoaderSpec
 from .recipes import norm_constants
@@ -33,6 +33,7 @@ class _BatchSource:
     ) -> None:
         self.samples, self.batch_size, self.shard, self.epoch = samples, batch_size, shard, 0
         self.skip_bad, self.replace, self.skips = skip_bad, replace, SkipLog()
+        self.checked = CheckedReads(len(samples)) if skip_bad and samples.kind == "files" else None
         self.recent: deque[np.ndarray] = deque(maxlen=4)  # batches handed to DALI, newest last (prefetch)
         if samples.kind == "array":
             self.images = samples.images if samples.images.ndim == 4 else samples.images[..., None]
@@ -45,9 +46,10 @@ class _BatchSource:
             return self.images[i]
         path = self.samples.files[i]
         if self.samples.boxes is not None:  # face boxes (AffectNet): decoded and cropped here, fed as arrays
-            return (decode_checked if self.skip_bad else decode_rgb)(path, self.samples.boxes[i])
+            box = self.samples.boxes[i]
+            return self.checked.decoded(i, path, box) if self.checked else decode_rgb(path, box)
         # names a missing or truncated file (DALI's decoder error would not); --skip-bad: any bad file
-        return (read_checked if self.skip_bad else read_encoded)(path)
+        return self.checked.encoded(i, path) if self.checked else read_encoded(path)
 
     def _attempt(self, i: int) -> tuple[int, np.ndarray] | None:
         try:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError
-from .image_io import decode_checked, decode_rgb
+from .image_io import CheckedReads, decode_rgb
 from .loader_spec import LoaderSpec
 from .recipes import LUMA, AugmentRecipe, norm_constants
 from .samples import SampleSet
@@ -27,15 +27,17 @@ from .sharding import batch_count, shard_indices
 from .skips import SkipLog, replacement
 
 
-def load_image(samples: SampleSet, index: int, strict: bool = False) -> np.ndarray:
+def load_image(samples: SampleSet, index: int, checked: CheckedReads | None = None) -> np.ndarray:
     """uint8 H x W (gray) or H x W x 3 (RGB) image `index` of `samples`; DataError names a bad file.
 
-    strict (--skip-bad): a JPEG is first checked strictly (image_io.strict_problem), so a damaged file is
-    skipped rather than trained on as garbage, and both loaders skip the same files."""
+    checked (--skip-bad): a JPEG is checked strictly (image_io.strict_problem) when first read, so a damaged
+    file is skipped rather than trained on as garbage, and both loaders skip the same files."""
     if samples.kind == "array":
         return samples.images[index]
     box = None if samples.boxes is None else samples.boxes[index]
-    return (decode_checked if strict else decode_rgb)(samples.files[index], box)
+    if checked is not None:
+        return checked.decoded(index, samples.files[index], box)
+    return decode_rgb(samples.files[index], box)
 
 
 class BadSample(NamedTuple):
@@ -147,6 +149,7 @@ class SampleDataset(torch.utils.data.Dataset):
         """skip_bad: skip bad files (see __getitems__); replace: stand-ins instead of drops (training)."""
         mean, std = norm_constants(normalize)
         self.skip_bad, self.replace = skip_bad, replace
+        self.checked = CheckedReads(len(samples)) if skip_bad and samples.kind == "files" else None
         self.samples, self.image_size, self.recipe, self.seed, self.views = (
             samples,
             image_size,
@@ -174,7 +177,7 @@ class SampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | BadSample:
         index, _ = key
         try:
-            image = load_image(self.samples, index, self.skip_bad)
+            image = load_image(self.samples, index, self.checked)
         except DataError as e:
             return BadSample(str(e))
         return self._sample(image, self.samples.labels[index], key)
@@ -188,7 +191,7 @@ class SampleDataset(torch.utils.data.Dataset):
 
         def attempt(index: int) -> tuple[int, np.ndarray] | None:
             try:
-                return index, load_image(self.samples, index, True)
+                return index, load_image(self.samples, index, self.checked)
             except DataError as e:
                 skipped.append(str(e))
                 return None
