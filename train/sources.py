@@ -91,7 +91,7 @@ def settle_loader(cfg: Config, env: DistEnv, chosen: str, train: SampleSet) -> t
         probe = probe_subset(train, cfg.batch_size)
         augment = None if cfg.augment == "none" else cfg.augment
         kw = dict(train=True, batch_size=cfg.batch_size, image_size=cfg.image_size, augment=augment)
-        kw.update(normalize=cfg.normalize, seed=cfg.seed)
+        kw.update(normalize=cfg.normalize, seed=cfg.seed, skip_bad=cfg.skip_bad)  # a bad file stops no probe
 
         def make(name: str):
             threads = cfg.dali_threads if name == "dali" else cfg.workers

@@ -15,6 +15,7 @@ import codecs
 import csv
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +167,7 @@ class _Reader:
             for i, raw in zip(np.flatnonzero(slow).tolist(), lines)
             if (got := self.slow_line(first_line + i, raw))
         ]
-        rels = [r for r, good in zip(rels, ok.tolist()) if good] if not ok.all() else rels
+        rels = list(compress(rels, ok.tolist())) if not ok.all() else rels
         self._emit(rows[ok], rels, {k: v[ok] for k, v in values.items()}, exact)
         return int(starts.size)
 
@@ -178,7 +179,7 @@ class _Reader:
         keep = expression < self.num_classes
         for e, n in zip(*np.unique(expression[~keep], return_counts=True)):
             self.out.dropped[int(e)] += int(n)
-        kept = [r for r, k in zip(rels, keep.tolist()) if k]
+        kept = list(compress(rels, keep.tolist()))
         if not exact:
             self.out.rels.extend(kept)
             self.out.labels.append(expression[keep])
