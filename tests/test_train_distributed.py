@@ -52,3 +52,40 @@ def test_two_process_gloo_run_shards_the_data(tmp_path) -> None:
     ckpt = checkpoint.load(out / "last.pt")
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["global_step"] == 4
     assert not any(k.startswith("module.") for k in ckpt["model"])
+
+
+def test_two_process_affectnet_official_with_skip_bad(tmp_path) -> None:
+    """A new layout under torchrun: AffectNet's official release (face boxes cropped by the loaders), rank
+    shards disjoint, and a training JPEG that is truncated counted once over both ranks with --skip-bad
+    (the stand-in keeps both ranks at the same number of steps)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from layout_files import make_affectnet_official, truncate
+
+    root = make_affectnet_official(tmp_path / "an", per_class=4, image_size=32)  # train: 7 classes x 4
+    bad = truncate(root / "Manually_Annotated_Images" / "t3" / "img_3_1.jpg")
+    out, seen = tmp_path / "run", tmp_path / "seen"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        "-m", "train.run", "--recipe", "affectnet7", "--data-root", str(root), "--holdout", "0", "--skip-bad",
+        "--model", "resnet18", "--image-size", "32", "--batch-size", "7", "--epochs", "1", "--no-memory-estimate",
+        "--out", str(out), "--loader", "torch", "--num-workers", "0",
+        "--augment", "none", "--no-tta", "--no-progress", "--device", "cpu", "--threads", "1",
+        "--debug-seen", str(seen),
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", DDAKERN_CACHE=str(tmp_path / "cache"))
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("report:") == 1
+    assert p.stderr.count("epoch 1: --skip-bad: 1 bad file(s) skipped so far (1 sample(s)): ") == 1, p.stderr[-3000:]
+    ids = []
+    for rank in (0, 1):
+        lines = Path(f"{seen}.rank{rank}").read_text(encoding="utf-8").split("\n")
+        ids.append([line.split()[1] for line in lines if line])
+    # 28 training rows / 2 ranks = 2 batches of 7 each; the bad file's stand-in repeats a sample of its batch
+    assert len(ids[0]) == len(ids[1]) == 14 and len(set(ids[0])) + len(set(ids[1])) == 27
+    assert not set(ids[0]) & set(ids[1])
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["layout"] == "affectnet" and summary["world_size"] == 2 and summary["test"]["images"] == 28
+    skipped = summary["data"]["skipped_during_training"]
+    assert skipped["count"] == 1 and skipped["first"][0]["path"] == str(bad), skipped

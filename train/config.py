@@ -202,7 +202,11 @@ class Config:
     workers: int = _opt(2, "data", "PyTorch loader: worker processes (0 or 1: load in the main process)")
     dali_threads: int = _opt(2, "data", "DALI loader: CPU threads of each pipeline")
     threads: int | None = _opt(None, "system", "torch intra-op threads (default: torch's)")
-    skip_bad: bool = _opt(False, "data", "skip malformed samples instead of failing")
+    skip_bad: bool = _opt(
+        False,
+        "data",
+        "skip and count malformed samples (rows, images; also files that go bad mid-run) instead of failing",
+    )
     holdout: float | None = _opt(
         None,
         "data",

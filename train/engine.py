@@ -31,6 +31,7 @@ from train.progress import EpochBar
 from train.report import write_metrics
 from train.resume import replay_epochs, seek
 from train.signals import SignalFlag, StopRequested
+from train.sources import collect_skips
 
 __all__ = ["NonFiniteLoss", "State", "StopRequested", "Trainer", "autocast_factory"]
 log = logging.getLogger("train")
@@ -306,6 +307,11 @@ class Trainer:
         if self.loaders["val"] is not self.loaders["test"]:  # held-out selection: test every epoch as well,
             row["test_acc"] = self.validate("test").accuracy  # for the published select-on-test figure
         improved = self._select(row, val, epoch)
+        skips = collect_skips(self.cfg, self.env, self.loaders)
+        if skips.count:
+            row["skipped_bad_files"] = skips.count
+            if self.env.is_main:
+                log.warning(f"epoch {epoch + 1}: {skips.line()}")
         s.history.append(row)
         s.epoch, s.step = epoch + 1, 0
         if improved:

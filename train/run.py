@@ -25,7 +25,7 @@ from train.data.layouts import Layout
 from train.engine import Trainer
 from train.evaluate import EvalResult, evaluate_all
 from train.report import run_summary, write_json, write_outputs
-from train.sources import load_data, make_loaders, protocol, record_splits, settle_loader
+from train.sources import collect_skips, load_data, make_loaders, protocol, record_splits, settle_loader
 
 log = logging.getLogger("train")
 
@@ -101,11 +101,15 @@ def finish(trainer: Trainer, session: Session, outcome: str, data: Layout) -> di
     trainer.load_best()
     kw = dict(env=env, num_classes=trainer.num_classes, autocast=trainer.autocast, channels_last=cfg.channels_last)
     test, tta = evaluate_all(trainer.model, trainer.loaders, cfg.tta, **kw)
+    skips = collect_skips(cfg, env, trainer.loaders)
     if not env.is_main:
         return None
+    if skips.count:
+        log.warning(f"end of run: {skips.line()}")
     s = trainer.state
     summary = run_summary(session, outcome, protocol(cfg, data), s, test, tta, trainer.class_names, data.splits)
     summary["layout"] = data.name
+    summary["data"] = {"skip_bad": cfg.skip_bad, "skipped_during_training": skips.summary()}
     summary["test"]["mean_class_accuracy"] = mean_class_accuracy(test)
     shown = tta if tta is not None else test
     title = f"{cfg.recipe} test, {cfg.model}, epoch {s.best_epoch}" + (

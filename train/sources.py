@@ -12,7 +12,8 @@ from train.data import SampleSet, build_loader, build_tta_loader, dali_available
 from train.data.layouts import Layout
 from train.data.loader_choice import choose, probe_subset
 from train.data.run_data import load_recipe_data, write_split_record
-from train.distributed import DistEnv, barrier, broadcast_object
+from train.data.skips import SkipLog
+from train.distributed import DistEnv, barrier, broadcast_object, gather_objects
 
 log = logging.getLogger("train")
 
@@ -90,7 +91,7 @@ def settle_loader(cfg: Config, env: DistEnv, chosen: str, train: SampleSet) -> t
         probe = probe_subset(train, cfg.batch_size)
         augment = None if cfg.augment == "none" else cfg.augment
         kw = dict(train=True, batch_size=cfg.batch_size, image_size=cfg.image_size, augment=augment)
-        kw.update(normalize=cfg.normalize, seed=cfg.seed)
+        kw.update(normalize=cfg.normalize, seed=cfg.seed, skip_bad=cfg.skip_bad)  # a bad file stops no probe
 
         def make(name: str):
             threads = cfg.dali_threads if name == "dali" else cfg.workers
@@ -114,6 +115,7 @@ def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet], loader
         world_size=env.world_size,
         seed=cfg.seed,
         num_threads=cfg.dali_threads if loader == "dali" else cfg.workers,
+        skip_bad=cfg.skip_bad,
     )
     out: dict[str, Any] = {
         "train": build_loader(
@@ -130,6 +132,16 @@ def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet], loader
             splits["test"], views=cfg.tta_views, augment=cfg.tta_views_recipe, batch_size=eval_bs, **common
         )
     return out
+
+
+def collect_skips(cfg: Config, env: DistEnv, loaders: dict[str, Any]) -> SkipLog:
+    """The bad files every loader of every rank skipped so far with --skip-bad (a collective: all ranks
+    call it; without --skip-bad an empty log, no communication)."""
+    if not cfg.skip_bad:
+        return SkipLog()
+    mine = {id(ld): ld.skips for ld in loaders.values()}  # val may be the test loader itself
+    per_rank = gather_objects(SkipLog().merge(mine.values()), env)
+    return SkipLog().merge(per_rank)
 
 
 def protocol(cfg: Config, data: Layout) -> str:

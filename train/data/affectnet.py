@@ -9,15 +9,13 @@ train on the training set, report on the validation set (here the "test" split).
 from __future__ import annotations
 
 import ast
-import csv
 import logging
 import os
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from .affectnet_csv import read_rows
 from .errors import DataError
 from .labels import AFFECTNET7_CLASSES, AFFECTNET8_CLASSES, AFFECTNET_NON_EMOTIONS
 from .samples import SampleSet
@@ -26,7 +24,6 @@ from .scan import image_files
 log = logging.getLogger("train.data")
 
 IMAGES = "Manually_Annotated_Images"
-CSV_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "expression")
 CSV_OF_SPLIT = {"train": "training.csv", "test": "validation.csv"}
 NPY_SPLITS = {"train": "train_set", "test": "val_set"}
 
@@ -57,74 +54,26 @@ def _existing(images: Path) -> set[str]:
     return {f[prefix:].replace(os.sep, "/") for f in image_files(images)}
 
 
-def _parse_row(row: list[str], col: dict[str, int], num_classes: int) -> tuple[str, int | None, list[int]]:
-    """(relative path, label or None when dropped, box); ValueError text is the problem."""
-    rel = row[col["subDirectory_filePath"]].strip().replace("\\", "/")
-    text = row[col["expression"]].strip()
-    if not text.lstrip("-").isdigit():
-        raise ValueError(f"expression {text!r} is not an integer")
-    expression = int(text)
-    if not 0 <= expression <= max(AFFECTNET_NON_EMOTIONS):
-        raise ValueError(f"expression {expression} out of range 0..{max(AFFECTNET_NON_EMOTIONS)}")
-    try:
-        box = [int(float(row[col[c]])) for c in ("face_x", "face_y", "face_width", "face_height")]
-    except ValueError:
-        raise ValueError("face box face_x/face_y/face_width/face_height is not numeric") from None
-    if box[0] < 0 or box[1] < 0 or box[2] <= 0 or box[3] <= 0:
-        raise ValueError(f"face box {box} is empty or negative")
-    return rel, (expression if expression < num_classes else None), box
-
-
-def fast_csv_rows(fh) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of each non-empty line. Lines without a quote are split with str.split (5x
-    faster than the csv module on AffectNet's long landmark column); quoted lines go through csv."""
-    for number, text in enumerate(fh, start=1):
-        text = text.rstrip("\r\n")
-        if not text:
-            continue
-        yield number, (text.split(",") if '"' not in text else next(csv.reader([text])))
-
-
 def read_affectnet_csv(
     csv_path: Path, images: Path, num_classes: int, existing: set[str], *, skip_bad: bool = False
 ) -> SampleSet:
-    """One split of the official release: image files, labels, face boxes (x, y, w, h)."""
+    """One split of the official release: image files, labels, face boxes (x, y, w, h).
+
+    `existing`: the images under `images` ('/'-joined relative paths); read by affectnet_csv (1M rows in
+    seconds, a malformed row still named by file and line)."""
     classes = affectnet_classes(num_classes)
-    files, labels, boxes, bad = [], [], [], []
-    dropped: Counter[int] = Counter()
-    try:
-        fh = open(csv_path, newline="", encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"{csv_path}: cannot open ({e.strerror})") from None
-    with fh:
-        rows = fast_csv_rows(fh)
-        header = [h.strip() for h in next(rows, (1, []))[1]]
-        missing = [c for c in CSV_COLUMNS if c not in header]
-        if missing:
-            raise DataError(f"{csv_path} line 1: header lacks column(s) {', '.join(missing)}")
-        col = {c: header.index(c) for c in CSV_COLUMNS}
-        prefix = os.fspath(images) + os.sep
-        for line, row in rows:
-            try:
-                if len(row) != len(header):
-                    raise ValueError(f"{len(row)} fields, the header has {len(header)}")
-                rel, label, box = _parse_row(row, col, num_classes)
-                if rel not in existing:
-                    raise ValueError(f"image {images / rel} missing")
-            except ValueError as e:
-                bad.append(f"{csv_path} line {line}: {e}")
-                continue
-            if label is None:
-                dropped[int(row[col["expression"]])] += 1
-                continue
-            files.append(prefix + rel)  # str: a Path per row costs seconds at 1M rows
-            labels.append(label)
-            boxes.append(box)
-    _report(csv_path, bad, skip_bad)
-    if dropped:
-        what = ", ".join(f"{n} {AFFECTNET_NON_EMOTIONS.get(e, 'contempt')} ({e})" for e, n in sorted(dropped.items()))
-        log.info(f"{csv_path}: dropped {sum(dropped.values())} non-emotion/unused row(s): {what}")
-    return SampleSet("files", None, files, np.asarray(labels, np.int64), classes, len(bad), csv_path, boxes or None)
+    rows = read_rows(Path(csv_path), Path(images), num_classes, existing)
+    _report(csv_path, rows.bad, skip_bad)
+    if rows.dropped:
+        what = ", ".join(
+            f"{n} {AFFECTNET_NON_EMOTIONS.get(e, 'contempt')} ({e})" for e, n in sorted(rows.dropped.items())
+        )
+        log.info(f"{csv_path}: dropped {sum(rows.dropped.values())} non-emotion/unused row(s): {what}")
+    prefix = os.fspath(images) + os.sep
+    files = list(map(prefix.__add__, rows.rels))  # str: a Path per row costs seconds at 1M rows
+    labels = np.concatenate(rows.labels) if rows.labels else np.zeros(0, np.int64)
+    boxes = np.concatenate(rows.boxes) if rows.boxes else np.zeros((0, 4), np.int64)
+    return SampleSet("files", None, files, labels, classes, len(rows.bad), csv_path, boxes if len(files) else None)
 
 
 def read_affectnet_official(

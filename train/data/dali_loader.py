@@ -9,21 +9,31 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .image_io import decode_rgb, read_encoded
+from .image_io import CheckedReads, decode_rgb, read_encoded
 from .imagecheck import file_problem
 from .loader_spec import LoaderSpec
 from .recipes import norm_constants
 from .samples import SampleSet
 from .sharding import batch_count, shard_indices
+from .skips import SkipLog, replacement
 
 
 class _BatchSource:
     """Iterable of (data, labels) batches for fn.external_source: decoded arrays, or the encoded bytes of
     JPEG files. Each pass reads the owner's epoch lazily (DALI calls iter() as soon as the previous pass
-    ends, before the next set_epoch)."""
+    ends, before the next set_epoch).
 
-    def __init__(self, samples: SampleSet, batch_size: int, shard: dict) -> None:
+    skip_bad: every file is checked strictly before DALI sees it (a decoder error inside the pipeline
+    would end the whole pass, with no way to drop one sample); a bad one is replaced (`replace`, training:
+    see skips.replacement) or dropped (evaluation) and recorded in `skips`.
+    """
+
+    def __init__(
+        self, samples: SampleSet, batch_size: int, shard: dict, skip_bad: bool = False, replace: bool = False
+    ) -> None:
         self.samples, self.batch_size, self.shard, self.epoch = samples, batch_size, shard, 0
+        self.skip_bad, self.replace, self.skips = skip_bad, replace, SkipLog()
+        self.checked = CheckedReads(len(samples)) if skip_bad and samples.kind == "files" else None
         self.recent: deque[np.ndarray] = deque(maxlen=4)  # batches handed to DALI, newest last (prefetch)
         if samples.kind == "array":
             self.images = samples.images if samples.images.ndim == 4 else samples.images[..., None]
@@ -36,8 +46,28 @@ class _BatchSource:
             return self.images[i]
         path = self.samples.files[i]
         if self.samples.boxes is not None:  # face boxes (AffectNet): decoded and cropped here, fed as arrays
-            return decode_rgb(path, self.samples.boxes[i])
-        return read_encoded(path)  # names a missing or truncated file (DALI's decoder error would not)
+            box = self.samples.boxes[i]
+            return self.checked.decoded(i, path, box) if self.checked else decode_rgb(path, box)
+        # names a missing or truncated file (DALI's decoder error would not); --skip-bad: any bad file
+        return self.checked.encoded(i, path) if self.checked else read_encoded(path)
+
+    def _attempt(self, i: int) -> tuple[int, np.ndarray] | None:
+        try:
+            return i, self._item(i)
+        except DataError as e:
+            self.skips.record(str(e))
+            return None
+
+    def _checked(self, idx: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(index, data) of the batch `idx` with bad files replaced (training) or dropped (evaluation)."""
+        loaded = [self._attempt(int(i)) for i in idx]
+        if not self.replace:  # evaluation
+            return [got for got in loaded if got is not None]
+        n = len(self.samples)
+        return [
+            got if got is not None else replacement(loaded, k, lambda j, i=int(i): self._attempt((i + j) % n))
+            for k, (i, got) in enumerate(zip(idx, loaded))
+        ]
 
     def __iter__(self) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
         order = self.order()
@@ -46,7 +76,12 @@ class _BatchSource:
         for start in range(0, stop, self.batch_size):
             idx = order[start : start + self.batch_size]
             self.recent.append(idx)
-            yield [self._item(i) for i in idx], [labels[i : i + 1] for i in idx]
+            if not self.skip_bad:
+                yield [self._item(i) for i in idx], [labels[i : i + 1] for i in idx]
+                continue
+            batch = self._checked(idx)
+            if batch:  # an evaluation batch whose every file was bad is left out
+                yield [data for _, data in batch], [labels[i : i + 1] for i, _ in batch]
 
 
 class DaliLoader:
@@ -87,7 +122,8 @@ class DaliLoader:
             drop_last=self.drop_last,
             labels=samples.labels if spec.balanced and train else None,
         )
-        self._source = _BatchSource(samples, batch_size, shard)
+        self._source = _BatchSource(samples, batch_size, shard, spec.skip_bad, replace=train)
+        self.skips = self._source.skips
         self._iterator = None
         self._finished = True
         self._epoch = 0

@@ -30,6 +30,8 @@ class LoaderSpec:
     views: int = 0
     balanced: bool = False
     """Training: class-balanced epochs (train.data.balanced) instead of a permutation."""
+    skip_bad: bool = False
+    """A file found bad while reading is skipped and counted (train.data.skips) instead of ending the pass."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

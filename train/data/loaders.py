@@ -55,13 +55,15 @@ def build_loader(
     drop_last: bool | None = None,
     views: int = 0,
     balanced: bool = False,
+    skip_bad: bool = False,
 ):
     """Re-iterable loader of (images float32 N x 3 x S x S, labels int64 N) on `device`.
 
     `len()` is the number of batches per epoch on this rank, `set_epoch(e)` selects the epoch.
     drop_last defaults to `train`. Training shards give every rank the same number of samples;
     evaluation shards are disjoint and together cover the set. `num_threads`: DALI CPU threads, or
-    PyTorch worker processes (<= 1: in-process). `views` > 0: see build_tta_loader.
+    PyTorch worker processes (<= 1: in-process). `views` > 0: see build_tta_loader. `skip_bad`: a bad file
+    is skipped and counted in the loader's `skips` (train.data.skips) instead of raising DataError.
     """
     norm_constants(normalize)  # validate early
     spec = LoaderSpec(
@@ -78,6 +80,7 @@ def build_loader(
         drop_last=drop_last,
         views=views,
         balanced=balanced,
+        skip_bad=skip_bad,
     )
     return _backend(loader)(samples, spec)
 

@@ -19,18 +19,25 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError
-from .image_io import decode_rgb
+from .image_io import CheckedReads, decode_rgb
 from .loader_spec import LoaderSpec
 from .recipes import LUMA, AugmentRecipe, norm_constants
 from .samples import SampleSet
 from .sharding import batch_count, shard_indices
+from .skips import SkipLog, replacement
 
 
-def load_image(samples: SampleSet, index: int) -> np.ndarray:
-    """uint8 H x W (gray) or H x W x 3 (RGB) image `index` of `samples`; DataError names a bad file."""
+def load_image(samples: SampleSet, index: int, checked: CheckedReads | None = None) -> np.ndarray:
+    """uint8 H x W (gray) or H x W x 3 (RGB) image `index` of `samples`; DataError names a bad file.
+
+    checked (--skip-bad): a JPEG is checked strictly (image_io.strict_problem) when first read, so a damaged
+    file is skipped rather than trained on as garbage, and both loaders skip the same files."""
     if samples.kind == "array":
         return samples.images[index]
-    return decode_rgb(samples.files[index], None if samples.boxes is None else samples.boxes[index])
+    box = None if samples.boxes is None else samples.boxes[index]
+    if checked is not None:
+        return checked.decoded(index, samples.files[index], box)
+    return decode_rgb(samples.files[index], box)
 
 
 class BadSample(NamedTuple):
@@ -40,12 +47,27 @@ class BadSample(NamedTuple):
     message: str
 
 
-def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor] | BadSample:
-    """torch's default collation, or the first BadSample of the batch."""
+class Loaded(NamedTuple):
+    """A batch's samples after --skip-bad (bad ones replaced or dropped) and the DataError lines of the
+    skipped files, carried to the main process where the loader counts them."""
+
+    items: list
+    skipped: list[str]
+
+
+def collate(batch: list | Loaded) -> tuple[torch.Tensor | None, torch.Tensor | None, list[str]] | BadSample:
+    """(images, labels, skipped lines) by torch's default collation (None, None when --skip-bad dropped
+    every sample), or the first BadSample of the batch."""
+    skipped: list[str] = []
+    if isinstance(batch, Loaded):
+        batch, skipped = batch.items, batch.skipped
     for item in batch:
         if isinstance(item, BadSample):
             return item
-    return torch.utils.data.default_collate(batch)
+    if not batch:
+        return None, None, skipped
+    x, y = torch.utils.data.default_collate(batch)
+    return x, y, skipped
 
 
 def _affine(x: torch.Tensor, theta: list[list[float]], padding: str) -> torch.Tensor:
@@ -121,8 +143,13 @@ class SampleDataset(torch.utils.data.Dataset):
         normalize: str,
         seed: int,
         views: int = 0,
+        skip_bad: bool = False,
+        replace: bool = False,
     ) -> None:
+        """skip_bad: skip bad files (see __getitems__); replace: stand-ins instead of drops (training)."""
         mean, std = norm_constants(normalize)
+        self.skip_bad, self.replace = skip_bad, replace
+        self.checked = CheckedReads(len(samples)) if skip_bad and samples.kind == "files" else None
         self.samples, self.image_size, self.recipe, self.seed, self.views = (
             samples,
             image_size,
@@ -136,12 +163,8 @@ class SampleDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | BadSample:
+    def _sample(self, image: np.ndarray, label: int, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, epoch = key
-        try:
-            image = load_image(self.samples, index)
-        except DataError as e:
-            return BadSample(str(e))
         rng = np.random.default_rng([self.seed, epoch, index])
         kw = dict(image_size=self.image_size, recipe=self.recipe, rng=rng, mean=self.mean, std=self.std)
         if self.views:
@@ -149,7 +172,40 @@ class SampleDataset(torch.utils.data.Dataset):
             x = torch.stack([transform(image, branch=1 if v < first else 2, **kw) for v in range(self.views)])
         else:
             x = transform(image, **kw)
-        return x, int(self.samples.labels[index])
+        return x, int(label)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | BadSample:
+        index, _ = key
+        try:
+            image = load_image(self.samples, index, self.checked)
+        except DataError as e:
+            return BadSample(str(e))
+        return self._sample(image, self.samples.labels[index], key)
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list | Loaded:
+        """One batch. --skip-bad: a bad file is replaced (training: skips.replacement's stand-in, with the
+        bad sample's own augmentation draw) or dropped (evaluation), and reported in Loaded.skipped."""
+        if not self.skip_bad:
+            return [self[k] for k in keys]
+        skipped: list[str] = []
+
+        def attempt(index: int) -> tuple[int, np.ndarray] | None:
+            try:
+                return index, load_image(self.samples, index, self.checked)
+            except DataError as e:
+                skipped.append(str(e))
+                return None
+
+        loaded = [attempt(index) for index, _ in keys]
+        items = []
+        for k, (key, got) in enumerate(zip(keys, loaded)):
+            if got is None and not self.replace:
+                continue
+            if got is None:
+                got = replacement(loaded, k, lambda j, i=key[0]: attempt((i + j) % len(self.samples)))
+            index, image = got
+            items.append(self._sample(image, self.samples.labels[index], key))
+        return Loaded(items, skipped)
 
 
 class _BatchSampler:
@@ -180,6 +236,7 @@ class TorchLoader:
 
     images: float32 N x 3 x S x S, or V x N x 3 x S x S for TTA (views > 0); labels: int64 N.
     num_threads > 1 uses that many persistent worker processes, otherwise loading runs in-process.
+    `skips`: the bad files skipped so far with --skip-bad (skips.SkipLog).
     """
 
     def __init__(self, samples: SampleSet, spec: LoaderSpec) -> None:
@@ -190,8 +247,16 @@ class TorchLoader:
         shard["labels"] = samples.labels if spec.balanced and train else None
         self.sampler = _BatchSampler(len(samples), batch_size, shard)
         dataset = SampleDataset(
-            samples, image_size=spec.image_size, recipe=spec.recipe, normalize=spec.normalize, seed=seed, views=views
+            samples,
+            image_size=spec.image_size,
+            recipe=spec.recipe,
+            normalize=spec.normalize,
+            seed=seed,
+            views=views,
+            skip_bad=spec.skip_bad,
+            replace=train,
         )
+        self.skips = SkipLog()
         workers = spec.num_threads if spec.num_threads > 1 else 0
         self.loader = torch.utils.data.DataLoader(
             dataset,
@@ -214,7 +279,11 @@ class TorchLoader:
         for batch in self.loader:
             if isinstance(batch, BadSample):
                 raise DataError(batch.message)
-            x, y = batch
+            x, y, skipped = batch
+            for message in skipped:
+                self.skips.record(message)
+            if x is None:  # evaluation batch whose every file was bad
+                continue
             if self.views:
                 x = x.transpose(0, 1)
             yield x.to(self.device, non_blocking=True), y.to(self.device, torch.int64, non_blocking=True)
