@@ -30,9 +30,11 @@ def max_err(got: torch.Tensor, want: torch.Tensor) -> float:
 def test_fused_dda_block_matches_unfused_in_training(stage, channels, size):
     """Output, input and parameter gradients, BN statistics: the torch backend in float64 agrees
     to 1e-10; the triton backend (fp32 only) is at most 2x as far from the float64 unfused run as
-    the fp32 unfused run is (deep backward passes through batch-2 BN amplify fp32 rounding)."""
+    the fp32 unfused run is. Batch 4: the fusion gate's batch norms see N x 1 x 1 values, and over
+    N = 2 a batch norm's backward cancels almost everything, so any change of fp32 summation order is
+    amplified 10x beyond the reference's own rounding (seen on some CPUs) and the 2x rule says nothing."""
     plain64 = DDA(channels, stage, width=32, spatial_width=48).double().train()
-    x = torch.randn(2, channels, *size, dtype=torch.float64)
+    x = torch.randn(4, channels, *size, dtype=torch.float64)
     ref_module = copy.deepcopy(plain64)
     ref = run(ref_module, x)
     fused64 = copy.deepcopy(plain64)
