@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchutil import RESNET34_STAGES, RESNET50_STAGES  # noqa: E402
-from bench.report import atomic_write_text as atomic_write  # noqa: E402
 from ddakern import functional as DF  # noqa: E402
+from ddakern.atomic import write_text as atomic_write  # noqa: E402
 from ddakern.dispatch import use_ops_backend  # noqa: E402
 from ddakern.ops import attention_residual as ar_op  # noqa: E402
 from ddakern.ops import channel_attention as ca_op  # noqa: E402

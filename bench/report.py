@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+
+from ddakern.atomic import write_text, write_with
 
 MiB = 2**20
 
@@ -171,27 +169,9 @@ def plot(rows: list[dict], path: Path) -> bool:
         ax.legend(fontsize=7, loc="lower right")
     axes[-1, 0].set_xlabel("speed-up vs baseline (higher is better)")
     fig.tight_layout()
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    write_with(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return True
-
-
-def atomic_write_bytes(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write a file through a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text (UTF-8) through a temporary file in the same folder and os.replace."""
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = with_ratios(rows)
     text = (f"# {args.title}\n\n" if args.title else "") + markdown(machine, rows, args.heading)
     if args.markdown:
-        atomic_write_text(args.markdown, text)
+        write_text(args.markdown, text)
     else:
         print(text)
     if args.png:

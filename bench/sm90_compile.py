@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import aot  # noqa: E402
 from bench.benchutil import RESNET34_STAGES, RESNET50_STAGES  # noqa: E402
-from bench.report import atomic_write_text as atomic_write  # noqa: E402
+from ddakern.atomic import write_text as atomic_write  # noqa: E402
 from ddakern.ops._common import triton_kernels  # noqa: E402
 
 # kernels that read or write the N x C x H x W tensors: a spill there costs bandwidth at every element

@@ -66,7 +66,7 @@ def test_deepcopy_keeps_hooks_bound_to_the_copy():
 
 def test_attach_errors_are_clear():
     with pytest.raises(TypeError, match="has no module 'layer1'"):
-        ddakern.attach(torchvision.models.vgg11_bn())
+        ddakern.attach(torchvision.models.squeezenet1_1())  # not a ResNet (and small: builds in ms)
     model = ddakern.attach(torchvision.models.resnet18(), stages=(3,))
     with pytest.raises(ValueError, match="already has a DDA block after layer3"):
         ddakern.attach(model, stages=(3,))

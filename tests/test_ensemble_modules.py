@@ -1,5 +1,7 @@
 """Fusion modules: late fusion is the mean softmax, frozen members stay bit-identical, heads train."""
 
+import copy
+
 import pytest
 import torch
 
@@ -7,12 +9,20 @@ from ddakern.ensemble import create_ensemble
 from ddakern.models import create
 
 
-def members():
+@pytest.fixture(scope="module")
+def pristine():
+    """Built once per module (vgg11_bn's 129M parameters take seconds to initialise)."""
     return create("resnet18", dropout=0.0).eval(), create("vgg11_bn", dropout=0.0).eval()
 
 
-def test_late_fusion_is_the_mean_of_member_softmax():
-    m1, m2 = members()
+@pytest.fixture
+def members(pristine):
+    """Fresh copies for each test: a test that trains them cannot leak into the next."""
+    return tuple(copy.deepcopy(m) for m in pristine)
+
+
+def test_late_fusion_is_the_mean_of_member_softmax(members):
+    m1, m2 = members
     fused = create_ensemble("late", m1, m2, 7).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -21,8 +31,8 @@ def test_late_fusion_is_the_mean_of_member_softmax():
 
 
 @pytest.mark.parametrize("method", ["early", "joint", "attention", "late"])
-def test_training_updates_only_what_the_method_trains(method):
-    m1, m2 = members()
+def test_training_updates_only_what_the_method_trains(method, members):
+    m1, m2 = members
     opts = {"learned_weights": True} if method == "late" else {}
     fused = create_ensemble(method, m1, m2, 7, **opts).train()
     before = {k: v.clone() for k, v in fused.state_dict().items()}
@@ -45,8 +55,8 @@ def test_training_updates_only_what_the_method_trains(method):
     assert changed_head, "the fusion head must train"
 
 
-def test_unknown_method_and_bad_sizes_are_clear():
-    m1, m2 = members()
+def test_unknown_method_and_bad_sizes_are_clear(members):
+    m1, m2 = members
     with pytest.raises(ValueError, match="unknown fusion method 'mid'; choose one of late, early"):
         create_ensemble("mid", m1, m2, 7)
     with pytest.raises(ValueError, match="must split into"):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from train.run_folder import RunFolderError, apply_umask, check_out, clean_stale_temporaries, remove_if_empty
+from ddakern.atomic import apply_umask
+from train.run_folder import RunFolderError, check_out, clean_stale_temporaries, remove_if_empty
 
 
 def test_file_and_file_parent_are_refused(tmp_path: Path) -> None:

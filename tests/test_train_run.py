@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from ddakern.inference.checkpoint import model_of
 from train import checkpoint
 from train.run import main
 
@@ -62,7 +63,7 @@ def test_short_run_learns_and_writes_the_run_folder(data_root, tmp_path, capsys)
     assert ckpt["recipe"] == "synthetic" and len(ckpt["class_names"]) == 7
     for key in ("optimizer", "scheduler", "scaler", "rng", "config", "dda_stages", "best_metric", "global_step"):
         assert key in ckpt
-    model = checkpoint.build_model(ckpt)
+    model, _ = model_of(ckpt, out / "best.pt")
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
 
 

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic save (temp file + os.replace), load, RNG capture, `--resume auto`, model rebuild.
+"""Checkpoints: contents, load, RNG capture, `--resume auto` (saved by ddakern.atomic.torch_save; the model
+is rebuilt by ddakern.inference.checkpoint.model_of, as inference does).
 
 A checkpoint is a dict: model, optimizer, scheduler, scaler state dicts; epoch (the epoch in progress,
 0-based), step (batches of that epoch already done; 0 at an epoch boundary), global_step, best metric
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddakern.inference.checkpoint import CheckpointError
 from ddakern.serialization import torch_load
-from train.run_folder import apply_umask
 
 FORMAT_VERSION = 1
 log = logging.getLogger("train")
@@ -138,29 +138,8 @@ def restore_checkpoint(
     return None
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save `obj` to `path` through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        apply_umask(Path(tmp))  # mkstemp made it 0600; results get the user's umask like any file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class CheckpointError(ValueError):
-    """An unreadable or foreign checkpoint; one line naming the file."""
-
-
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by save_atomic."""
+    """Read a checkpoint written by ddakern.atomic.torch_save (Trainer.save)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -197,23 +176,3 @@ def find_auto_resume(out: str | None, recipe: str, model: str, runs: Path = Path
         return p if p.is_file() else None
     found = sorted(runs.glob(f"{recipe}-{model}-*/last.pt"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
-
-
-def build_model(ckpt: dict[str, Any] | str | os.PathLike, *, fused_ops: bool = False) -> nn.Module:
-    """The trained model of a checkpoint (or checkpoint path), weights loaded, in eval mode, on CPU;
-    `fused_ops` routes DDA gates through ddakern's fused ops."""
-    from ddakern.models import create
-
-    if not isinstance(ckpt, dict):
-        ckpt = load(ckpt)
-    kwargs = dict(ckpt.get("dda_options", {})) if ckpt["model_name"].endswith("_dda") else {}
-    model = create(
-        ckpt["model_name"],
-        num_classes=ckpt["num_classes"],
-        dda_stages=tuple(ckpt["dda_stages"]),
-        dropout=ckpt.get("dropout", 0.4),
-        fused_ops=fused_ops,
-        **kwargs,
-    )
-    model.load_state_dict(ckpt["model"])
-    return model.eval()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ddakern.normalization import NORMALIZATIONS
 from train.data.layouts import LAYOUTS
 
 if sys.version_info >= (3, 11):
@@ -188,7 +189,7 @@ class Config:
     augment: str = _opt(
         "fer2013", "data", "training augmentation recipe (also the TTA views)", choices=("fer2013", "rafdb", "none")
     )
-    normalize: str = _opt("unit", "data", "input normalisation", choices=("unit", "imagenet"))
+    normalize: str = _opt("unit", "data", "input normalisation", choices=NORMALIZATIONS)
     seed: int = _opt(113, "run", "random seed")
     eval_batch_size: int | None = _opt(None, "evaluation", "evaluation batch size (images; default: batch size)")
     tta_augment: str | None = _opt(

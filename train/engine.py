@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ddakern import atomic
 from train import checkpoint as ckpt_io
 from train import debug
 from train.checkpoint import State
@@ -134,7 +135,7 @@ class Trainer:
                 class_names=self.class_names,
                 extra=self.checkpoint_extra,
             )
-            ckpt_io.save_atomic(ckpt, path)
+            atomic.torch_save(ckpt, path)
         return path
 
     def restore(self, ckpt: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ddakern.ensemble import METHODS, create_ensemble
+from ddakern.inference.checkpoint import model_of
 from ddakern.models import list_models
 from train import checkpoint as ckpt_io
 from train.cli import Session, enable_fused_ops, run_entry, seed_everything
@@ -127,7 +128,7 @@ def fuse(job: tuple[argparse.Namespace, list[dict[str, Any]]], session: Session)
         raise ConfigError(f"the data's classes ({', '.join(names)}) are not the members' classes")
     seed_everything(cfg.seed)
     enable_fused_ops(cfg)
-    members = [ckpt_io.build_model(c, fused_ops=cfg.fused_ops).to(env.device) for c in ckpts]
+    members = [model_of(c, p, fused_ops=cfg.fused_ops)[0].to(env.device) for c, p in zip(ckpts, args.members)]
     fused = create_ensemble(args.method, *members, len(names), **fusion_options(args)).to(env.device)
     fused.set_grad_checkpointing(cfg.recompute)  # both members (frozen ones run without grad anyway)
     loaders = make_loaders(cfg, env, splits, session.loader)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,12 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ddakern.atomic import write_bytes
 from train.data.errors import DataError
 from train.data.scan import image_files
 from train.face_detect import Detector, crop_face, detect_largest_face, load_detector
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclass
@@ -41,20 +37,6 @@ class PrepareReport:
     existing: int = 0
     no_face: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; crops are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_rgb(path: Path) -> np.ndarray | None:
@@ -86,7 +68,7 @@ def crop_one(src: Path, dst: Path, detector: Detector, size: int, margin: float,
     box = detector(image)
     if box is None:
         return "no_face"
-    atomic_write_bytes(dst, encode(crop_face(image, box, size, margin, align), dst.suffix))
+    write_bytes(dst, encode(crop_face(image, box, size, margin, align), dst.suffix))
     return "written"
 
 
@@ -140,9 +122,9 @@ def prepare(
 def write_report(out: Path, report: PrepareReport) -> None:
     """prepare_report.json (counts and lists) and no_face.txt (one relative path per line)."""
     data = dict(report.__dict__)
-    atomic_write_bytes(out / "prepare_report.json", (json.dumps(data, indent=2) + "\n").encode())
+    write_bytes(out / "prepare_report.json", (json.dumps(data, indent=2) + "\n").encode())
     text = "".join(f"{p}\n" for p in sorted(report.no_face + report.unreadable))
-    atomic_write_bytes(out / "no_face.txt", text.encode())
+    write_bytes(out / "no_face.txt", text.encode())
 
 
 def build_parser() -> argparse.ArgumentParser:

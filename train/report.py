@@ -10,7 +10,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from train.run_folder import apply_umask
+from ddakern.atomic import temp_path, write_text
 
 if TYPE_CHECKING:
     from train.checkpoint import State
@@ -27,29 +26,14 @@ if TYPE_CHECKING:
     from train.evaluate import EvalResult
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        apply_umask(Path(tmp))  # mkstemp made it 0600; results get the user's umask like any file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Pretty JSON, written atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_metrics(path: str | os.PathLike, history: Sequence[dict[str, Any]]) -> None:
     """metrics.jsonl: one JSON object per finished epoch (rewritten atomically from the history)."""
-    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in history))
+    write_text(path, "".join(json.dumps(row) + "\n" for row in history))
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
@@ -71,14 +55,8 @@ def _pyplot():
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with temp_path(path, suffix=".png") as tmp:  # savefig picks the format from the suffix
         fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot_confusion(path: str | os.PathLike, matrix: np.ndarray, class_names: Sequence[str], title: str) -> None:

@@ -4,7 +4,7 @@
 - A folder that already holds a run's results is refused unless the run resumes it or --overwrite says so.
 - Temporaries of an interrupted atomic save (`.best.pt.*.tmp`) are removed at start.
 - A folder this run created and left empty (it failed before writing anything) is removed again.
-- Results get the user's umask (mkstemp creates 0600 files).
+- Results get the user's umask (mkstemp creates 0600 files): ddakern.atomic writes them.
 """
 
 from __future__ import annotations
@@ -73,21 +73,3 @@ def remove_if_empty(out: Path) -> bool:
     except OSError:
         return False
     return True
-
-
-def _umask() -> int:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: read it by setting it (and put it back at once)
-    os.umask(mask)
-    return mask
-
-
-def apply_umask(path: Path) -> None:
-    """Give a file made by mkstemp (mode 0600) the permissions of any file the user creates."""
-    os.chmod(path, 0o666 & ~_umask())

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 
 import torch
 
 from ddakern import memory, recompute
+from ddakern.atomic import write_text
 from ddakern.models import create, list_models
 
 
@@ -30,11 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def write_json(path: str, payload: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(payload, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ddakern.inference.files import publish
+from ddakern.atomic import temp_path
 from ddakern.inference.predictor import ImageResult
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -79,13 +77,6 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
     """Write an RGB image atomically (temp file in the same folder, then rename); format from the suffix."""
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+    with temp_path(path, suffix=path.suffix) as tmp:  # cv2 picks the format from the suffix
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
             raise OSError(f"{path}: OpenCV could not write this image")
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

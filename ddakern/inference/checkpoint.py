@@ -16,24 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ddakern.normalization import norm_constants
 from ddakern.serialization import UnsafeFileError, torch_load
 
 FORMAT_VERSION = 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class CheckpointError(ValueError):
     """An unreadable, unsafe or foreign checkpoint; the message is one line naming the file."""
-
-
-def norm_constants(normalize: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) on the 0..255 scale, as the training pipelines use them (`unit` or `imagenet`)."""
-    if normalize == "unit":
-        return (0.0, 0.0, 0.0), (255.0, 255.0, 255.0)
-    if normalize == "imagenet":
-        return tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD)
-    raise CheckpointError(f"unknown normalisation {normalize!r} (expected 'unit' or 'imagenet')")
 
 
 @dataclass(frozen=True)
@@ -52,7 +42,11 @@ class ModelSpec:
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return norm_constants(self.normalize)
+        """(mean, std) on the 0..255 scale, as the training pipelines use them (ddakern.normalization)."""
+        try:
+            return norm_constants(self.normalize)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (stored in exported files)."""
@@ -140,14 +134,11 @@ def build_from_spec(spec: ModelSpec, *, fused_ops: bool = False) -> nn.Module:
     )
 
 
-def load_model(
-    path: str | os.PathLike, *, fused_ops: bool = False, device: str | torch.device = "cpu"
+def model_of(
+    ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>", *, fused_ops: bool = False
 ) -> tuple[nn.Module, ModelSpec]:
-    """The trained model of a checkpoint file (eval mode, on `device`) and its spec.
-
-    `fused_ops=False` builds the plain-PyTorch graph (same weights): what export lowers to standard ops.
-    """
-    ckpt = read_checkpoint(path)
+    """The trained model of a checkpoint dict already read (eval mode, on CPU) and its spec; `path`
+    names the file in messages and locates fusion members."""
     spec = spec_of(ckpt, path)
     model = build_from_spec(spec, fused_ops=fused_ops)
     try:
@@ -157,7 +148,18 @@ def load_model(
         raise CheckpointError(
             f"{path}: weights do not fit {spec.model_name}: {first[1] if len(first) > 1 else e}"
         ) from None
-    return model.eval().to(device), spec
+    return model.eval(), spec
+
+
+def load_model(
+    path: str | os.PathLike, *, fused_ops: bool = False, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelSpec]:
+    """The trained model of a checkpoint file (eval mode, on `device`) and its spec.
+
+    `fused_ops=False` builds the plain-PyTorch graph (same weights): what export lowers to standard ops.
+    """
+    model, spec = model_of(read_checkpoint(path), path, fused_ops=fused_ops)
+    return model.to(device), spec
 
 
 __all__ = [
@@ -165,6 +167,7 @@ __all__ = [
     "ModelSpec",
     "build_from_spec",
     "load_model",
+    "model_of",
     "norm_constants",
     "read_checkpoint",
     "spec_of",

@@ -10,8 +10,6 @@ files), so `predict` needs nothing else.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddakern.atomic import temp_path
 from ddakern.inference.backends import SPEC_KEY
 from ddakern.inference.checkpoint import ModelSpec
-from ddakern.inference.files import publish
 
 FORMATS = {
     "onnx": ".onnx",
@@ -33,14 +31,8 @@ EXTRA_FILE = f"{SPEC_KEY}.json"
 
 def _atomic(path: Path, write: Callable[[str], None]) -> Path:
     """Run write(temp path) in path's folder, then rename the temp file to path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        publish(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with temp_path(path, suffix=path.suffix) as tmp:  # exporters check the suffix (.pt2)
+        write(str(tmp))
     return path
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ddakern.atomic import temp_path
 from ddakern.inference.attention import attention_maps
-from ddakern.inference.files import publish
 from ddakern.inference.images import preprocess
 from ddakern.inference.predictor import FaceRecord, ImageResult, Predictor
 
@@ -70,15 +68,11 @@ def save_figure(fig, path: Path) -> None:
     """savefig to a temporary file in the same folder, then rename (atomic)."""
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, facecolor=fig.get_facecolor())
-        publish(tmp, path)
+        with temp_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, facecolor=fig.get_facecolor())
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
 
 
 class AttentionWriter:

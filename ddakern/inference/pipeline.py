@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ddakern.atomic import new_temp, publish
 from ddakern.inference.annotate import annotate, write_image
-from ddakern.inference.files import publish
 from ddakern.inference.images import ImageError, read_image
 from ddakern.inference.predictor import ImageResult, Predictor
 from ddakern.inference.results import ResultWriter
@@ -104,11 +103,8 @@ class VideoOut:
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         import cv2
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        self.path, self.tmp = path, Path(tmp)
-        self.writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        self.path, self.tmp = path, new_temp(path, suffix=path.suffix)  # the suffix picks the container
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
 
     def write(self, rgb: np.ndarray) -> None:
         import cv2

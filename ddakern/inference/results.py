@@ -6,11 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from ddakern.inference.files import publish
+from ddakern.atomic import open_temp, publish
 from ddakern.inference.predictor import FaceRecord, ImageResult
 
 RESULT_FILES = ("predictions.csv", "predictions.jsonl")
@@ -27,19 +26,14 @@ def check_free(out: Path, overwrite: bool) -> None:
         raise ResultsExist(f"{taken[0]} exists; pass --overwrite or choose another --out")
 
 
-def _temp(out: Path, name: str) -> tuple[IO[str], Path]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-    return os.fdopen(fd, "w", encoding="utf-8", newline=""), Path(tmp)
-
-
 class ResultWriter:
     """Appends rows as results come; `close()` renames both files into place (`abort()` drops them)."""
 
     def __init__(self, out: Path, class_names: tuple[str, ...]) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.class_names = out, class_names
-        self.csv_file, self.csv_tmp = _temp(out, RESULT_FILES[0])
-        self.jsonl_file, self.jsonl_tmp = _temp(out, RESULT_FILES[1])
+        self.csv_file, self.csv_tmp = open_temp(out / RESULT_FILES[0], encoding="utf-8", newline="")
+        self.jsonl_file, self.jsonl_tmp = open_temp(out / RESULT_FILES[1], encoding="utf-8", newline="")
         self.csv = csv.writer(self.csv_file)
         probs = [f"p_{n}" for n in class_names]
         self.csv.writerow(["file", "frame", "face", "x0", "y0", "x1", "y1", "score", "label", *probs, "note"])

@@ -83,10 +83,26 @@ def _shade(color: np.ndarray, factor: float) -> tuple[int, ...]:
 
 
 def draw_face(expression: str, rng: np.random.Generator, size: int) -> np.ndarray:
-    """One uint8 size x size x 3 face showing `expression` (drawn at 2x and downsampled)."""
+    """One uint8 size x size x 3 face showing `expression` (drawn at 2x and downsampled).
+
+    The parts draw from `rng` in a fixed order (pose, head, eyes, nose, mouth, patches, lighting):
+    the built-in synthetic set depends on it, so keep it when changing a part.
+    """
     g = GEOMETRY[expression]
     t = 0.0 if expression == "neutral" else rng.uniform(0.6, 1.0)
-    big = 2 * size
+    canvas, skin = _posed_canvas(rng, 2 * size)
+    _head(canvas, skin, rng)
+    feature = _shade(skin, rng.uniform(0.2, 0.45))
+    ey = _eyes_and_brows(canvas, g, t, feature, rng)
+    _nose(canvas, g, t, skin, ey, rng)
+    _mouth(canvas, g, t, skin, feature, rng)
+    _occluders(canvas, rng)
+    image = np.asarray(canvas.image.reduce(2), dtype=np.float32)
+    return _lighting(image, rng)
+
+
+def _posed_canvas(rng: np.random.Generator, big: int) -> tuple[_Canvas, np.ndarray]:
+    """A canvas with a random background and pose, and the face's skin colour."""
     skin = rng.uniform([120, 80, 60], [250, 210, 190])
     background = tuple(int(v) for v in rng.uniform(0, 255, 3))
     canvas = _Canvas(
@@ -96,14 +112,22 @@ def draw_face(expression: str, rng: np.random.Generator, size: int) -> np.ndarra
         scale=rng.uniform(0.88, 1.05),
         shift=rng.uniform(-0.07, 0.07, 2),
     )
-    # head, hair
+    return canvas, skin
+
+
+def _head(canvas: _Canvas, skin: np.ndarray, rng: np.random.Generator) -> None:
+    """The head ellipse and, seven times in ten, a cap of hair."""
     canvas.polygon(_ellipse(0, 0.05, rng.uniform(0.56, 0.68), rng.uniform(0.74, 0.86), 32), _shade(skin, 1.0))
     if rng.random() < 0.7:
         hair = rng.uniform(10, 120, 3)
         top = _ellipse(0, -0.55, rng.uniform(0.5, 0.66), rng.uniform(0.2, 0.32), 24)
         canvas.polygon(top[top[:, 1] <= -0.48], tuple(int(v) for v in hair))
-    feature = _shade(skin, rng.uniform(0.2, 0.45))
-    # eyes and brows
+
+
+def _eyes_and_brows(
+    canvas: _Canvas, g: Geometry, t: float, feature: tuple[int, ...], rng: np.random.Generator
+) -> float:
+    """Both eyes (opened by the expression) and brows (inner/outer ends moved); returns the eye line y."""
     ex, ey = rng.uniform(0.21, 0.28), rng.uniform(-0.16, -0.08)
     eye_rx = rng.uniform(0.1, 0.13)
     eye_ry = rng.uniform(0.05, 0.065) * _lerp(1.0, g.eye_open, t)
@@ -115,13 +139,22 @@ def draw_face(expression: str, rng: np.random.Generator, size: int) -> np.ndarra
         inner = np.array([side * (ex - eye_rx * 0.9), brow_y + _lerp(0.0, g.brow_inner, t)])
         outer = np.array([side * (ex + eye_rx * 1.1), brow_y + _lerp(0.0, g.brow_outer, t)])
         canvas.line(np.stack([inner, outer]), feature, brow_w)
-    # nose
+    return ey
+
+
+def _nose(canvas: _Canvas, g: Geometry, t: float, skin: np.ndarray, ey: float, rng: np.random.Generator) -> None:
+    """The nose line from the eye line down, with wrinkles for disgust."""
     ny = rng.uniform(0.12, 0.2)
     canvas.line(np.array([[0.0, ey + 0.05], [-0.04, ny], [0.04, ny]]), _shade(skin, 0.7), 0.02)
     if g.wrinkle and t > 0:
         for side in (-1.0, 1.0):
             canvas.line(np.array([[side * 0.05, ny - 0.12], [side * 0.1, ny - 0.04]]), _shade(skin, 0.6), 0.018)
-    # mouth
+
+
+def _mouth(
+    canvas: _Canvas, g: Geometry, t: float, skin: np.ndarray, feature: tuple[int, ...], rng: np.random.Generator
+) -> None:
+    """The mouth: an O for a round expression, else two lips curved, opened and raised by it."""
     my = rng.uniform(0.4, 0.48)
     half = rng.uniform(0.16, 0.2) + _lerp(0.0, g.mouth_width, t) / 2.0
     lip = _shade(skin, rng.uniform(0.4, 0.6)) if rng.random() < 0.5 else feature
@@ -129,18 +162,27 @@ def draw_face(expression: str, rng: np.random.Generator, size: int) -> np.ndarra
         h = _lerp(0.0, g.mouth_open, t)
         canvas.polygon(_ellipse(0.0, my, max(half, 0.06), max(h, 0.03) / 2 + 0.02), (40, 20, 20))
     else:
-        x = np.linspace(-half, half, 15)
-        u = (x / half) ** 2
-        centre = my - _lerp(0.0, g.mouth_curve, t) * u
-        gap = _lerp(0.0, g.mouth_open, t) * (1.0 - u) / 2.0
-        raise_ = _lerp(0.0, g.lip_raise, t) * np.clip(x / half, 0, 1) * (1.0 - u) * 2.0
-        upper = np.stack([x, centre - gap - raise_], axis=1)
-        lower = np.stack([x, centre + gap], axis=1)
-        if gap.max() > 0.004 or raise_.max() > 0.004:
-            canvas.polygon(np.concatenate([upper, lower[::-1]]), (50, 25, 25) if g.mouth_open else lip)
-        canvas.line(upper, lip, 0.035)
-        canvas.line(lower, lip, 0.035)
-    # occluding patches
+        _lips(canvas, g, t, my, half, lip)
+
+
+def _lips(canvas: _Canvas, g: Geometry, t: float, my: float, half: float, lip: tuple[int, ...]) -> None:
+    """Upper and lower lip lines (no random draws), the gap between them filled when open or raised."""
+    x = np.linspace(-half, half, 15)
+    u = (x / half) ** 2
+    centre = my - _lerp(0.0, g.mouth_curve, t) * u
+    gap = _lerp(0.0, g.mouth_open, t) * (1.0 - u) / 2.0
+    raise_ = _lerp(0.0, g.lip_raise, t) * np.clip(x / half, 0, 1) * (1.0 - u) * 2.0
+    upper = np.stack([x, centre - gap - raise_], axis=1)
+    lower = np.stack([x, centre + gap], axis=1)
+    if gap.max() > 0.004 or raise_.max() > 0.004:
+        canvas.polygon(np.concatenate([upper, lower[::-1]]), (50, 25, 25) if g.mouth_open else lip)
+    canvas.line(upper, lip, 0.035)
+    canvas.line(lower, lip, 0.035)
+
+
+def _occluders(canvas: _Canvas, rng: np.random.Generator) -> None:
+    """Zero to two random rectangles over the face (hands, objects), in canvas pixels."""
+    big = canvas.image.size[0]
     for _ in range(rng.binomial(2, 0.12)):
         cx, cy = rng.uniform(0.1, 0.9, 2) * big
         w, h = rng.uniform(0.12, 0.35, 2) * big
@@ -148,8 +190,6 @@ def draw_face(expression: str, rng: np.random.Generator, size: int) -> np.ndarra
             [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2],
             fill=tuple(int(v) for v in rng.uniform(0, 255, 3)),
         )
-    image = np.asarray(canvas.image.reduce(2), dtype=np.float32)
-    return _lighting(image, rng)
 
 
 def _lighting(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ddakern.normalization import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
+from ddakern.normalization import norm_constants as _norm_constants
+
 from .errors import DataError
 
 
@@ -24,9 +27,6 @@ RECIPES: dict[str, AugmentRecipe] = {
     "fer2013": AugmentRecipe("fer2013", 0.5, 0.6, 30.0, False, 1.1),
     "rafdb": AugmentRecipe("rafdb", 0.5, 0.5, 25.0, True, 1.05),
 }
-# ImageNet mean / std on the [0, 1] scale.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R BT.601 luma, used for the grayscale branch by both pipelines (DALI's hsv saturation=0 matches).
 LUMA = (0.299, 0.587, 0.114)
 
@@ -41,9 +41,8 @@ def get_recipe(augment: str | None) -> AugmentRecipe | None:
 
 
 def norm_constants(normalize: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) on the 0..255 scale: `unit` maps to [0, 1], `imagenet` to ImageNet mean/std."""
-    if normalize == "unit":
-        return (0.0, 0.0, 0.0), (255.0, 255.0, 255.0)
-    if normalize == "imagenet":
-        return tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD)
-    raise DataError(f"unknown normalize {normalize!r}; expected 'unit' or 'imagenet'")
+    """ddakern.normalization.norm_constants (the one definition inference uses too), raising DataError."""
+    try:
+        return _norm_constants(normalize)
+    except ValueError as e:
+        raise DataError(str(e)) from None

@@ -1,0 +1,56 @@
+"""ddakern.atomic on real files: contents, the user's umask, failures leave the old file and no temporary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddakern import atomic
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_write_text_and_bytes_replace_with_the_users_mode(tmp_path: Path, umask_027) -> None:
+    path = tmp_path / "sub" / "a.json"
+    atomic.write_text(path, "one\n")
+    assert path.read_text() == "one\n" and (path.stat().st_mode & 0o777) == 0o640
+    atomic.write_bytes(path, b"two", fsync=True)
+    assert path.read_bytes() == b"two" and os.listdir(path.parent) == ["a.json"]
+    assert atomic.current_umask() == 0o027
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("old")
+
+    def broken(fh) -> None:
+        fh.write(b"half")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        atomic.write_with(path, broken)
+    with pytest.raises(OSError), atomic.temp_path(path, suffix=".png") as tmp:
+        assert tmp.name.startswith(".a.txt.") and tmp.suffix == ".png"
+        raise OSError("writer failed")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_torch_save_round_trips_and_open_temp_publishes(tmp_path: Path, umask_027) -> None:
+    path = tmp_path / "last.pt"
+    atomic.torch_save({"w": torch.arange(4)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(4))
+    assert (path.stat().st_mode & 0o777) == 0o640
+    fh, tmp = atomic.open_temp(tmp_path / "p.csv", encoding="utf-8", newline="")
+    with fh:
+        fh.write("a,b\r\n")
+    assert not (tmp_path / "p.csv").exists()  # nothing visible until published
+    atomic.publish(tmp, tmp_path / "p.csv")
+    assert (tmp_path / "p.csv").read_bytes() == b"a,b\r\n" and sorted(os.listdir(tmp_path)) == ["last.pt", "p.csv"]
