@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from ddakern import atomic
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_bench_step import VARIANTS, make_step  # noqa: E402
 
@@ -79,6 +81,8 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated; eager is always run")
     p.add_argument("--out", type=Path, help="JSON file for the results")
     args = p.parse_args()
+    if args.batch < 2:
+        p.error("--batch must be at least 2: training-mode batch norm needs two values per channel (DDA's gates pool to 1x1)")
     variants = ["eager"] + [v for v in args.variants.split(",") if v and v != "eager"]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -87,9 +91,7 @@ def main() -> None:
     print(table(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(args.out)
+        atomic.write_text(args.out, json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
