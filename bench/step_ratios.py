@@ -82,7 +82,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="JSON file for the results")
     args = p.parse_args()
     if args.batch < 2:
-        p.error("--batch must be at least 2: training-mode batch norm needs two values per channel (DDA's gates pool to 1x1)")
+        p.error("--batch must be at least 2: training batch norm needs 2 values per channel (DDA's gates are 1x1)")
     variants = ["eager"] + [v for v in args.variants.split(",") if v and v != "eager"]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
