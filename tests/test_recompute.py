@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -149,11 +150,11 @@ def conv_bn_relu_pool() -> nn.Sequential:
     ).train()  # fmt: skip
 
 
-def run_region(seq: nn.Module, x: torch.Tensor, selective: bool | None, compiled: bool = False) -> dict:
-    """Output, gradients and buffers after one backward of `seq` (plain when selective is None)."""
+def run_region(seq: nn.Module, x: torch.Tensor, keep: str | None, compiled: bool = False) -> dict:
+    """Output, gradients and buffers after one backward of `seq` (plain when keep is None)."""
 
     def fn(inp: torch.Tensor) -> torch.Tensor:
-        return seq(inp) if selective is None else recompute.checkpoint(seq, seq, inp, selective=selective)
+        return seq(inp) if keep is None else recompute.checkpoint(seq, seq, inp, keep=keep)
 
     out = (torch.compile(fn, backend="aot_eager") if compiled else fn)(x)
     out.square().sum().backward()
@@ -166,22 +167,73 @@ def run_region(seq: nn.Module, x: torch.Tensor, selective: bool | None, compiled
 def test_selective_region_keeps_only_convolution_outputs() -> None:
     seq = conv_bn_relu_pool()
     x = torch.randn(2, 3, 9, 7)
-    kept = saved_tensor_bytes(lambda t: recompute.checkpoint(seq, seq, t, selective=True), x, exclude=seq.parameters())
+    kept = saved_tensor_bytes(
+        lambda t: recompute.checkpoint(seq, seq, t, keep="convolutions"), x, exclude=seq.parameters()
+    )
     conv1 = seq[0](x)
     conv2 = seq[3](seq[2](seq[1](conv1)))
     if recompute._HOOKS_KW:  # torch < 2.14: what a selective region keeps bypasses the counting hooks
         assert kept == 4 * (x.numel() + conv1.numel() + conv2.numel())  # the input and the two convolutions
         assert kept < saved_tensor_bytes(seq, x, exclude=seq.parameters())
     ref = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), None)
-    got = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), True)
+    got = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), "convolutions")
     assert differing(ref, got) == []  # bitwise, BN statistics updated once (num_batches_tracked == 1)
     assert got["buf.1.num_batches_tracked"].item() == 1
+
+
+def module_macs_per_output(conv: nn.Module) -> float:
+    """Multiply-adds per output element, from the module's own attributes (not the aten arguments)."""
+    taps = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels / conv.groups
+    if isinstance(conv, nn.ConvTranspose2d):
+        return taps / (conv.stride[0] * conv.stride[1])
+    return taps
+
+
+@pytest.mark.skipif(not recompute._HOOKS_KW, reason="torch < 2.14: kept tensors bypass the counting hooks")
+def test_dda_block_keeps_exactly_its_costly_convolutions() -> None:
+    torch.manual_seed(5)
+    block = DDA(16, 3).train()  # cheap: convolutions of the 16-channel x, 1x1s; costly: wide 3x3s
+    x = torch.randn(2, 16, 9, 9)
+    outputs: dict[str, tuple[float, int]] = {}
+
+    def note(m: nn.Module, inputs: tuple, out: torch.Tensor, name: str) -> None:
+        outputs[name] = (module_macs_per_output(m), out.numel())
+
+    convs = [(n, m) for n, m in block.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    hooks = [m.register_forward_hook(partial(note, name=n)) for n, m in convs]
+    with torch.no_grad():
+        block(x)
+    for h in hooks:
+        h.remove()
+    costly = {n: numel for n, (macs, numel) in outputs.items() if macs >= recompute.COSTLY_MACS}
+    assert 0 < len(costly) < len(outputs) and "layers.conv" not in costly and "layers.layer4.1.conv2" in costly
+    block.recompute = True
+    kept = saved_tensor_bytes(block, x, exclude=block.parameters())
+    assert kept == 4 * (x.numel() + sum(costly.values()))
+    plain = copy.deepcopy(block)
+    plain.recompute = False
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    outs = [m(t) for m, t in zip((plain, block), xs)]
+    for o in outs:
+        o.square().sum().backward()
+    assert torch.equal(outs[0], outs[1]) and torch.equal(xs[0].grad, xs[1].grad)
+    assert differing(dict(plain.named_buffers()), dict(block.named_buffers())) == []
+    assert (
+        differing({n: p.grad for n, p in plain.named_parameters()}, {n: p.grad for n, p in block.named_parameters()})
+        == []
+    )
+
+
+def test_checkpoint_names_an_unknown_keep() -> None:
+    seq = conv_bn_relu_pool()
+    with pytest.raises(ValueError, match="keep must be 'nothing' or one of convolutions, costly-convolutions"):
+        recompute.checkpoint(seq, seq, torch.randn(2, 3, 8, 8), keep="everything")
 
 
 def test_selective_region_under_torch_compile() -> None:
     x = torch.randn(2, 3, 8, 8)
     ref = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), None)
-    got = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), True, compiled=True)
+    got = run_region(conv_bn_relu_pool(), x.clone().requires_grad_(), "convolutions", compiled=True)
     assert [k for k in differing(ref, got) if k.startswith("buf.")] == []
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-6, atol=1e-7)

@@ -40,9 +40,9 @@ class DDA(nn.Module):
     Parameter names follow the reference implementation except the mask head (`head.conv`,
     `head.bn` for the reference's `outconv`, `bn`); see `ddakern.models.original`.
     Works at any input size; at sizes where the reference works it computes the same thing.
-    `recompute=True` keeps none of the block's activations for backward (only x, which the host
-    keeps anyway) and runs the block again in backward (`ddakern.recompute`: exact, batch-norm
-    statistics updated once per step).
+    `recompute=True` keeps of the block's activations only its costly convolutions' outputs (and x,
+    which the host keeps anyway) and runs the rest again in backward (`ddakern.recompute`: exact,
+    batch-norm statistics updated once per step).
     """
 
     def __init__(
@@ -133,7 +133,7 @@ class DDA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.recompute and _recompute.wanted():
-            return _recompute.checkpoint(self, self.attend, x)
+            return _recompute.checkpoint(self, self.attend, x, keep="costly-convolutions")
         return self.attend(x)
 
     def extra_repr(self) -> str:

@@ -77,7 +77,7 @@ class ResNet(nn.Module):
     def stage(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """Stage k: layerK then ddaK."""
         if self.recompute == "dda" and recompute.wanted():
-            x = recompute.checkpoint(self, partial(self.host_stage, k), x, selective=True)
+            x = recompute.checkpoint(self, partial(self.host_stage, k), x, keep="convolutions")
         else:
             x = self.host_stage(k, x)
         dda = getattr(self, f"dda{k}")

@@ -72,7 +72,7 @@ class VGG(nn.Module):
             raise ValueError(f"expected an N x 3 x H x W image batch, got shape {tuple(x.shape)}")
         if self.recompute in ("dda", "all") and recompute.wanted():
             for block in self.blocks():
-                x = recompute.checkpoint(block, block, x, selective=self.recompute == "dda")
+                x = recompute.checkpoint(block, block, x, keep="convolutions" if self.recompute == "dda" else "nothing")
         else:
             x = self.features(x)
         x = torch.flatten(self.avgpool(x), 1)
