@@ -56,10 +56,10 @@ class ResNet(nn.Module):
     def set_grad_checkpointing(self, mode: str | bool = True) -> None:
         """Recompute mode (timm's name): "none", "dda" or "all" (every stage; True).
 
-        "dda" recomputes the DDA branches and keeps only the host's convolution outputs (stem + layer1,
-        then each layerK, is a selective region: its batch norms, ReLUs, max pool and residual adds run
-        again in backward). "all" keeps only the stage boundaries: stem + layer1 (+ dda1), then
-        layerK (+ ddaK).
+        "dda" recomputes the DDA branches (except their costly convolutions) and keeps only the host's
+        convolution outputs (stem + layer1, then each layerK, is a selective region: its batch norms,
+        ReLUs, max pool and residual adds run again in backward). "all" keeps only the stage
+        boundaries: stem + layer1 (+ dda1), then layerK (+ ddaK).
         """
         mode = recompute.parse_mode(mode)
         self.recompute = mode
