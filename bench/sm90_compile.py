@@ -39,13 +39,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder")
     p.add_argument("--quick", action="store_true", help="one shape per code path, fp32 and bf16 only")
     p.add_argument("--check", action="store_true", help="exit 1 on compile errors or spills in streaming kernels")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--shapes", type=parse_shapes, default=None, metavar="CxS,...",
+        help="with --quick: only these of its shapes (channels x side, e.g. 256x14)",
+    )  # fmt: skip
+    args = p.parse_args(argv)
+    if args.shapes and not set(args.shapes) <= set(QUICK_SHAPES):
+        known = ", ".join(f"{c}x{s}" for c, s in QUICK_SHAPES)
+        p.error(f"--shapes: the quick shapes are {known}")
+    if args.shapes and not args.quick:
+        p.error("--shapes needs --quick")
+    return args
 
 
-def quick_cases(batch: int = 48) -> list[aot.Case]:
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """'256x14,64x56' -> [(256, 14), (64, 56)]."""
+    try:
+        return [tuple(int(v) for v in item.split("x", 1)) for item in text.split(",") if item]  # type: ignore[misc]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not CxS[,CxS...]") from None
+
+
+def quick_cases(batch: int = 48, shapes: list[tuple[int, int]] | None = None) -> list[aot.Case]:
     """One case per code path: main shape, unaligned H*W, chunked channels, small C; both layouts."""
     out = []
-    for c, s in QUICK_SHAPES:
+    for c, s in shapes or QUICK_SHAPES:
         for dt in ("fp32", "bf16"):
             for cl in (False, True):
                 shape = (batch, c, s, s)
@@ -100,7 +118,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cases = quick_cases() if args.quick else aot.dda_cases([*RESNET34_STAGES, *RESNET50_STAGES])
+    cases = quick_cases(shapes=args.shapes) if args.quick else aot.dda_cases([*RESNET34_STAGES, *RESNET50_STAGES])
     t0 = time.perf_counter()
     records = aot.collect(cases)
     seconds = time.perf_counter() - t0

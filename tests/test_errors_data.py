@@ -19,6 +19,8 @@ import pytest
 from PIL import Image
 
 from train.data import dali_available
+from train.data.errors import DataError
+from train.data.layouts import load_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -77,12 +79,21 @@ BAD_FER_ROWS = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_FER_ROWS))
-def test_fer2013_bad_row_is_one_line(tmp_path: Path, case: str) -> None:
-    row, problem = BAD_FER_ROWS[case]
+def test_fer2013_bad_row_is_one_line(tmp_path: Path) -> None:
+    row, problem = BAD_FER_ROWS["double-minus label"]
     csv = write_fer(tmp_path / "fer", [row])
     rc, _, err = cli(fer_args(tmp_path / "fer", tmp_path / "run"), tmp_path)
     one_error_line(rc, err, f"{csv} line 14: ", problem)
+
+
+@pytest.mark.parametrize("case", list(BAD_FER_ROWS))
+def test_fer2013_bad_row_names_file_line_and_problem(tmp_path: Path, case: str) -> None:
+    """Every kind of bad row, read in-process (the CLI's one-line path is the test above)."""
+    row, problem = BAD_FER_ROWS[case]
+    csv = write_fer(tmp_path / "fer", [row])
+    with pytest.raises(DataError) as info:
+        load_layout(tmp_path / "fer")
+    assert f"{csv} line 14: " in str(info.value) and problem in str(info.value)
 
 
 def test_fer2013_skip_bad_skips_every_kind_and_accepts_a_bom(tmp_path: Path) -> None:
@@ -164,10 +175,18 @@ def test_rafdb_corrupt_jpeg_named_before_training(tmp_path: Path, loader: str) -
         (b"train_00002.jpg 5", "train_00002.jpg labelled 5 here but 3 on line 2 (conflicting duplicate)"),
     ],
 )
-def test_rafdb_bad_label_line_is_one_line(tmp_path: Path, line: bytes, problem: str) -> None:
+def test_rafdb_bad_label_line_names_file_line_and_problem(tmp_path: Path, line: bytes, problem: str) -> None:
+    """Every kind of bad label line, read in-process (the CLI's one-line path is the test below)."""
     labels = write_raf(tmp_path / "raf", [line])
+    with pytest.raises(DataError) as info:
+        load_layout(tmp_path / "raf", holdout=0)
+    assert f"{labels} line 12: " in str(info.value) and problem in str(info.value)
+
+
+def test_rafdb_bad_label_line_is_one_line(tmp_path: Path) -> None:
+    labels = write_raf(tmp_path / "raf", [b"train_00002.jpg --1"])
     rc, _, err = cli(raf_args(tmp_path / "raf", tmp_path / "run", "torch"), tmp_path)
-    one_error_line(rc, err, f"{labels} line 12: ", problem)
+    one_error_line(rc, err, f"{labels} line 12: ", "label '--1' is not an integer")
 
 
 @pytest.mark.parametrize("loader", LOADERS)

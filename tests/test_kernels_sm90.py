@@ -37,11 +37,14 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("triton-cache")
 
 
-def compile_quick(out: Path, cache: Path, tuning: str = "") -> tuple[subprocess.CompletedProcess, dict]:
+def compile_quick(
+    out: Path, cache: Path, tuning: str = "", shapes: str = ""
+) -> tuple[subprocess.CompletedProcess, dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(TRITON_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT), DDAKERN_TRITON_TUNING=tuning)
     proc = subprocess.run(
-        [sys.executable, "bench/sm90_compile.py", "--quick", "--check", "--out", str(out)],
+        [sys.executable, "bench/sm90_compile.py", "--quick", "--check", "--out", str(out)]
+        + (["--shapes", shapes] if shapes else []),
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     report = out / "sm90_compile_quick.json"
@@ -70,7 +73,7 @@ def test_every_kernel_compiles_for_sm90_without_spills(tmp_path, cache_dir):
 @needs_ptxas
 def test_spilling_tuning_is_reported(tmp_path, cache_dir):
     """A 4096-element backward tile spills on sm_90 when H*W is not a multiple of 16 (14 x 14): --check fails."""
-    proc, report = compile_quick(tmp_path, cache_dir, tuning="bwd_tile=4096")
+    proc, report = compile_quick(tmp_path, cache_dir, tuning="bwd_tile=4096", shapes="256x14")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert report["problems"] and all("_bwd_kernel" in p and "spills" in p for p in report["problems"])
     assert any("48x256x14x14" in p for p in report["problems"])
