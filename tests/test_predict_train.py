@@ -1,8 +1,8 @@
 """A model trained by train.run on the built-in synthetic set, its test images fed through
 `python -m ddakern predict --detector none`: the accuracy equals train.run's own test accuracy.
 
-The run is the default recipe shrunk to seconds (fewer images, 32 px, 2 epochs, fused ops as in
-the README's main command); predict reads the same PrivateTest images (48x48 gray, written as PNG,
+The run is the default recipe shrunk to seconds (resnet18_dda, fewer images, 32 px, 1 epoch, fused
+ops as in the README's main command); predict reads the same PrivateTest images (48x48 gray, written as PNG,
 lossless) and must apply the same preprocessing.
 """
 
@@ -27,8 +27,8 @@ def test_predict_reproduces_train_run_test_accuracy(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     data, run = tmp_path / "data", tmp_path / "run"
     train = [sys.executable, "-m", "train.run", "--fused-kernels", "--data-root", str(data), "--out", str(run)]
-    train += ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--no-tta", "--no-progress"]
-    train += ["--synthetic-train", "112", "--synthetic-val", "28", "--synthetic-test", "70"]
+    train += ["--model", "resnet18_dda", "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--no-tta"]
+    train += ["--no-progress", "--synthetic-train", "112", "--synthetic-val", "28", "--synthetic-test", "70"]
     r = subprocess.run(train, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     summary = json.loads((run / "summary.json").read_text())
