@@ -166,15 +166,15 @@ def test_rafdb_corrupt_jpeg_named_before_training(tmp_path: Path, loader: str) -
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-@pytest.mark.parametrize(
-    "line, problem",
-    [
-        (b"train_00002.jpg \xc2\xb2", "label '\u00b2' is not an integer"),
-        (b"train_00002.jpg --1", "label '--1' is not an integer"),
-        (b"train_0000\xe9.jpg 1", "not UTF-8 text (byte 0xe9 at column 11)"),
-        (b"train_00002.jpg 5", "train_00002.jpg labelled 5 here but 3 on line 2 (conflicting duplicate)"),
-    ],
-)
+BAD_RAF_LINES = [
+    (b"train_00002.jpg \xc2\xb2", "label '\u00b2' is not an integer"),
+    (b"train_00002.jpg --1", "label '--1' is not an integer"),
+    (b"train_0000\xe9.jpg 1", "not UTF-8 text (byte 0xe9 at column 11)"),
+    (b"train_00002.jpg 5", "train_00002.jpg labelled 5 here but 3 on line 2 (conflicting duplicate)"),
+]
+
+
+@pytest.mark.parametrize("line, problem", BAD_RAF_LINES)
 def test_rafdb_bad_label_line_names_file_line_and_problem(tmp_path: Path, line: bytes, problem: str) -> None:
     """Every kind of bad label line, read in-process (the CLI's one-line path is the test below)."""
     labels = write_raf(tmp_path / "raf", [line])
@@ -184,9 +184,10 @@ def test_rafdb_bad_label_line_names_file_line_and_problem(tmp_path: Path, line: 
 
 
 def test_rafdb_bad_label_line_is_one_line(tmp_path: Path) -> None:
-    labels = write_raf(tmp_path / "raf", [b"train_00002.jpg --1"])
+    line, problem = BAD_RAF_LINES[1]
+    labels = write_raf(tmp_path / "raf", [line])
     rc, _, err = cli(raf_args(tmp_path / "raf", tmp_path / "run", "torch"), tmp_path)
-    one_error_line(rc, err, f"{labels} line 12: ", "label '--1' is not an integer")
+    one_error_line(rc, err, f"{labels} line 12: ", problem)
 
 
 @pytest.mark.parametrize("loader", LOADERS)
