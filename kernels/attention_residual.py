@@ -9,6 +9,8 @@ The backward recomputes the softmax from logits instead of saving it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -474,8 +476,14 @@ def backward(
     batch_stats: bool,
     need_x: bool,
     need_logits: bool,
+    sync_means: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (dx, dlogits, dweight, dbias); dx / dlogits are empty when not needed."""
+    """Gradients (dx, dlogits, dweight, dbias); dx / dlogits are empty when not needed.
+
+    `sync_means` (synchronised batch statistics) maps this rank's per-channel sums of dz and dz * xhat
+    (2 x C) to their means over every rank's batch: it runs between the two passes, and the second
+    pass centres dlogits with its result.
+    """
     n, c, h, w = x.shape
     hw = h * w
     dev = x.device
@@ -509,8 +517,12 @@ def backward(
     )  # fmt: skip
     gsum, gsumx = psum.sum(0), psumx.sum(0)
     if two_pass:
+        centre, inv_total = (gsum, gsumx), common[-1]
+        if sync_means is not None:  # the means over every rank's batch
+            centre, inv_total = sync_means(torch.stack((gsum, gsumx))).unbind(0), 1.0
         _bwd_kernel[grid](
-            gv, xv, lv, dx_arg, dl_arg, weight, bias, mean, rstd, psum, psumx, gsum, gsumx, pos, *common, *strides,
+            gv, xv, lv, dx_arg, dl_arg, weight, bias, mean, rstd, psum, psumx, *centre, pos, *common[:-1], inv_total,
+            *strides,
             WRITE_DX=False, WRITE_PARTIALS=False, WRITE_DL=True, CENTER=True, POS=2, **meta,
         )  # fmt: skip
     return dx, dl, gsumx.to(weight.dtype), gsum.to(bias.dtype)

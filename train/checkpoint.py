@@ -161,12 +161,20 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what rng_state captured."""
+    """Restore what rng_state captured; CUDA states only for the devices visible now (a resume may see
+    fewer GPUs than the run that saved them: the rest are dropped, with a warning)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    saved = state.get("cuda") or []
+    visible = torch.cuda.device_count() if saved and torch.cuda.is_available() else 0
+    for i, s in enumerate(saved[:visible]):
+        torch.cuda.set_rng_state(s.cpu(), device=i)
+    if len(saved) > visible:
+        log.warning(
+            f"checkpoint holds the CUDA RNG states of {len(saved)} devices, {visible} visible now: restored "
+            f"{visible} (the run is not bitwise-resumable)"
+        )
 
 
 def find_auto_resume(out: str | None, recipe: str, model: str, runs: Path = Path("runs")) -> Path | None:

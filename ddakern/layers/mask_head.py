@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ddakern.ops import attention_residual as ar_op
+from ddakern.ops import sync_bn
 
 
 def bn_momentum(bn: nn.BatchNorm2d) -> float:
@@ -33,6 +34,9 @@ class MaskHead(nn.Module):
 
     The math is ddakern.ops.attention_residual: its autograd reference, or with `fused_ops=True` the
     fused op (BN, ReLU, channel softmax, gating and residual as one op, backend ddakern.use_ops_backend).
+    The op reads `bn`'s parameters and never calls it, so after nn.SyncBatchNorm.convert_sync_batchnorm
+    it is handed the converted module's process group: its batch statistics then span every rank's
+    batch, as the converted modules' do (ddakern.ops.sync_bn).
     """
 
     def __init__(self, channels: int, *, fused_ops: bool = False) -> None:
@@ -58,4 +62,5 @@ class MaskHead(nn.Module):
             bn.training or not bn.track_running_stats,
             bn_momentum(bn),
             bn.eps,
+            process_group=sync_bn.group_of(bn),
         )

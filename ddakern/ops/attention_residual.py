@@ -6,6 +6,10 @@
 - torch.library ops `ddakern::bn_stats`, `ddakern::attention_residual` and its backward op, with fake
   implementations and autograd, so torch.compile(fullgraph=True) and torch.export trace single nodes.
 - `attention_residual`: the public op: input checks, then the backend ddakern.dispatch picks.
+- With a `process_group` (a converted nn.SyncBatchNorm's, see ddakern.ops.sync_bn) the batch
+  statistics are those of every rank's batch: the reference normalises with sync_bn.batch_norm, the
+  torch / triton backends run `_Synced` (the same launchers; the all-gather of the statistics before
+  the forward, and the all-reduce of the backward's per-channel sums between its two passes).
 
 Torch-backend notes: statistics and the softmax are computed in fp32 (fp64 for fp64 inputs); the
 backward recomputes the softmax from the saved logits and per-channel mean / rstd, exactly as the
@@ -20,13 +24,14 @@ and batch norm's own backward kernels.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ddakern.dispatch import backend_for
+from ddakern.ops import sync_bn
 from ddakern.ops._common import (
     acc_dtype,
     check_like,
@@ -37,6 +42,11 @@ from ddakern.ops._common import (
     like_layout,
     triton_kernels,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from torch.distributed import ProcessGroup
 
 OP = "attention_residual"
 
@@ -51,10 +61,15 @@ def reference(
     training: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    process_group: ProcessGroup | None = None,
 ) -> Tensor:
-    """x * (1 + softmax_c(relu(batch_norm(logits)))), batch norm as nn.BatchNorm2d computes it."""
+    """x * (1 + softmax_c(relu(batch_norm(logits)))), batch norm as nn.BatchNorm2d computes it
+    (as nn.SyncBatchNorm over `process_group` when one is given)."""
     batch_stats = training or running_mean is None or running_var is None
-    z = F.batch_norm(logits, running_mean, running_var, bn_weight, bn_bias, batch_stats, momentum, eps)
+    if batch_stats and process_group is not None:
+        z = sync_bn.batch_norm(logits, running_mean, running_var, bn_weight, bn_bias, momentum, eps, process_group)
+    else:
+        z = F.batch_norm(logits, running_mean, running_var, bn_weight, bn_bias, batch_stats, momentum, eps)
     return x * (1 + torch.softmax(F.relu(z), dim=1))
 
 
@@ -156,8 +171,13 @@ def torch_backward(
     batch_stats: bool,
     need_x: bool,
     need_logits: bool,
+    sync_means: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (dx, dlogits, dweight, dbias); dx / dlogits are empty when not needed."""
+    """Gradients (dx, dlogits, dweight, dbias); dx / dlogits are empty when not needed.
+
+    `sync_means` (synchronised batch statistics) maps this rank's per-channel sums of dz and dz * xhat
+    (2 x C) to their means over every rank's batch; dlogits is centred with those.
+    """
     acc = mean.dtype
     lg = logits.to(acc)  # a copy only for half-precision logits, then reused by the batch-norm backward
     zr = _scaled_logits(lg, weight, bias, mean, rstd)
@@ -176,11 +196,16 @@ def torch_backward(
     del zr
     w = weight.to(acc)
     mask = [need_logits, True, True]
-    if batch_stats:
+    if batch_stats and sync_means is None:
         dl, dw, db = torch.ops.aten.native_batch_norm_backward(dz, lg, w, None, None, mean, rstd, True, 0.0, mask)
     else:  # fixed statistics: var = rstd^-2 with eps 0 reproduces invstd = rstd
         var = rstd.reciprocal().square_()
         dl, dw, db = torch.ops.aten.native_batch_norm_backward(dz, lg, w, mean, var, None, None, False, 0.0, mask)
+        if batch_stats and need_logits:  # synchronised: dl = w*rstd*(dz - mean(dz) - xhat*mean(dz*xhat))
+            gs, gsx = sync_means(torch.stack((db, dw)))
+            gain = w * rstd
+            dl.sub_((gain * gs).reshape(1, -1, 1, 1))
+            dl.sub_((lg - mean.reshape(1, -1, 1, 1)).mul_((gain * rstd * gsx).reshape(1, -1, 1, 1)))
     if need_logits:
         dl = like_layout(dl, logits).to(logits.dtype) if dl.dtype != logits.dtype else like_layout(dl, logits)
     else:
@@ -292,6 +317,74 @@ def _autograd_backward(ctx: Any, grad: Tensor) -> tuple:
 _forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
+# ------------------------------------------------------------------- synchronised batch statistics
+
+
+class _Synced(torch.autograd.Function):
+    """The torch / triton backend's op with batch statistics over a process group (ddakern.ops.sync_bn).
+
+    The same launchers as the custom ops: local statistics, one all-gather, the fused forward with the
+    global (mean, rstd); the backward's two passes with its per-channel sums all-reduced in between
+    (the Triton path stays fused). Runs eagerly: a callable and a process group cannot pass through
+    a torch.library op, so torch.compile breaks the graph here (`_synced`).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        logits: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        momentum: float,
+        eps: float,
+        group: ProcessGroup,
+        backend: str,
+    ) -> Tensor:
+        impl = _impl(backend)
+        stats = impl if acc_dtype(logits) == torch.float32 else _TorchMath
+        mean, rstd = stats.bn_stats(logits, None, None, momentum, eps)
+        mean, var, total = sync_bn.gather_stats(mean, rstd, logits.numel() // logits.shape[1], eps, group)
+        if running_mean is not None and running_var is not None:
+            sync_bn.update_running(running_mean, running_var, mean, var, total, momentum)
+        rstd = var.add_(eps).rsqrt_()
+        ctx.save_for_backward(x, logits, weight, bias, mean, rstd, total)
+        ctx.group = group
+        ctx.backend = backend
+        return impl.forward(x, logits, weight, bias, mean, rstd)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple:
+        x, logits, weight, bias, mean, rstd, total = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        group = ctx.group
+
+        def means(sums: Tensor) -> Tensor:
+            return sync_bn.global_means(sums, total, group)
+
+        grads = _impl(ctx.backend).backward(grad, x, logits, weight, bias, mean, rstd, True, need[0], need[1], means)
+        return (*(g if n else None for g, n in zip(grads, need[:4], strict=True)), *(None,) * 6)
+
+
+@torch.compiler.disable
+def _synced(
+    x: Tensor,
+    logits: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    momentum: float,
+    eps: float,
+    group: ProcessGroup,
+    backend: str,
+) -> Tensor:
+    """_Synced, run eagerly (a graph break under torch.compile: collectives and launchers in Python)."""
+    return _Synced.apply(x, logits, weight, bias, running_mean, running_var, momentum, eps, group, backend)
+
+
 # --------------------------------------------------------------------------------------- public op
 
 
@@ -322,22 +415,29 @@ def attention_residual(
     training: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    process_group: ProcessGroup | None = None,
 ) -> Tensor:
     """x * (1 + softmax_c(relu(batch_norm(logits)))): DDA's mask head fused with the residual.
 
     Batch norm uses batch statistics when `training` (or when no running statistics are given) and
     then updates running_mean / running_var in place like nn.BatchNorm2d; otherwise the running ones.
-    The backend is ddakern.dispatch's ("reference" runs `reference`).
+    With `process_group`, batch statistics are those of every rank's batch in it, as nn.SyncBatchNorm
+    computes them (ddakern.ops.sync_bn). The backend is ddakern.dispatch's ("reference" runs `reference`).
     """
     params = dict(bn_weight=bn_weight, bn_bias=bn_bias, running_mean=running_mean, running_var=running_var)
     x, logits = _check(x, logits, params, training)
     backend = backend_for(x)
     if backend == "reference":
-        return reference(x, logits, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps)
+        return reference(
+            x, logits, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps, process_group
+        )
     c = x.shape[1]
     batch_stats = bool(training) or running_mean is None
     weight = bn_weight if bn_weight is not None else torch.ones(c, device=x.device, dtype=torch.float32)
     bias = bn_bias if bn_bias is not None else torch.zeros(c, device=x.device, dtype=torch.float32)
+    if batch_stats and process_group is not None:
+        args = (running_mean, running_var, float(momentum), float(eps), process_group, backend)
+        return _synced(x, logits, weight, bias, *args)
     mean, rstd = torch.ops.ddakern.bn_stats(
         logits.detach(), running_mean, running_var, batch_stats, float(momentum), float(eps), backend
     )
