@@ -8,6 +8,7 @@ import csv
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -276,13 +277,31 @@ def test_a_missing_package_is_one_line_before_any_work(ckpt, tmp_path, capsys, m
     assert not out.exists()
 
 
-def test_the_predict_extra_installs_every_package_predict_and_export_import():
+def test_the_predict_extra_installs_every_package_the_library_imports():
+    """Every third-party module that ddakern/ and kernels/ import is a core dependency or in [predict]
+    (skimage: only the export parity check's optional sample photo, guarded)."""
+    import ast
+
     tomllib = pytest.importorskip("tomllib")
     from ddakern.inference.requires import PACKAGES
 
-    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["predict"]
-    names = {req.split(">")[0].split("<")[0].split("=")[0].strip() for req in extra}
-    assert set(PACKAGES.values()) <= names
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(reqs: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in reqs}
+
+    installed = names(project["dependencies"]) | names(project["optional-dependencies"]["predict"])
+    dist = {**PACKAGES, "PIL": "pillow"}
+    assert {dist[m] for m in PACKAGES} <= installed
+    imported = set()
+    for root in ("ddakern", "kernels"):
+        for path in (ROOT / root).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                mods += [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+                imported |= {m.split(".")[0] for m in mods}
+    third_party = imported - set(sys.stdlib_module_names) - {"ddakern", "kernels", "__future__", "skimage"}
+    assert {dist.get(m, m) for m in third_party} <= installed, third_party
 
 
 def test_an_interrupted_write_is_taken_back_from_both_files(tmp_path):

@@ -87,23 +87,26 @@ class RunState:
 
 
 def lock(out: Path) -> int | None:
-    """Create OUT and hold an exclusive flock on it (released when the process ends); None where
-    flock does not exist (Windows)."""
+    """Create OUT and hold an exclusive flock on it (released when the fd closes or the process ends);
+    None where flock does not exist (Windows) or the filesystem refuses it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out, os.O_RDONLY)
     except OSError as e:
         raise OutputError(out, e) from None
     try:
         import fcntl
-    except ImportError:
-        os.close(fd)
+
+        fd = os.open(out, os.O_RDONLY)
+    except (ImportError, OSError):
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise ResultsExist(f"{out} is in use by another predict run; wait for it or choose another --out") from None
+    except OSError:  # e.g. a network filesystem without flock: run unlocked
+        os.close(fd)
+        return None
     return fd
 
 
