@@ -11,8 +11,12 @@ code itself and cannot drift from a hand-written list.
 `replay(call)` makes the same call on real, never-read CPU tensors with the Triton backend: inside
 `bench.aot.capture()` that records the kernel specializations the call launches on a GPU.
 
-Autocast is CPU autocast (CUDA autocast and the CUDA autograd engine need a GPU); for the ops before
-the fused ones (convolutions, batch norm, pooling, concatenation) both policies give the same dtypes.
+Limits: autocast is CPU autocast (CUDA autocast and the CUDA autograd engine need a GPU); it casts the
+convolutions before the fused ops to the low-precision dtype and leaves batch norm's parameters fp32 as
+CUDA autocast does. Strides come from the fake (meta) kernels, so a gradient layout that a CUDA kernel
+would choose differently (e.g. the GAP backward's, NCHW here, reaching the last DDA block of a
+channels_last model) is compiled as the meta kernels give it. Partial last batches (any N < 48) are
+not traced; batches 48, 32 and 1 are.
 """
 
 from __future__ import annotations
