@@ -71,15 +71,18 @@ class Tuning:
 
 TUNING_ENV = "DDAKERN_TRITON_TUNING"
 
+# bwd_tile 2048: with 4096 the backward spills registers on sm_90 whenever its loads cannot be
+# vectorised (H*W not a multiple of 16, e.g. 14x14); see bench/results/sm90_compile.md
+GPU_TUNING = Tuning(tile=4096, max_block_c=1024, target_programs=1024, num_warps=8, bwd_tile=2048)
+"""The default budget on a GPU (before DDAKERN_TRITON_TUNING); tests run it under the interpreter too."""
+INTERPRETER_TUNING = Tuning(tile=1 << 16, max_block_c=4096, target_programs=1, num_warps=4)
+"""The interpreter's default: it costs ~1-4 ms per program instance, so few programs with big tiles."""
+
 
 def _default_tuning() -> Tuning:
     if interpreting():
-        # the interpreter costs ~1-4 ms per program instance: few programs, big tiles
-        return Tuning(tile=1 << 16, max_block_c=4096, target_programs=1, num_warps=4)
-    # bwd_tile 2048: with 4096 the backward spills registers on sm_90 whenever its loads cannot be
-    # vectorised (H*W not a multiple of 16, e.g. 14x14); see bench/results/sm90_compile.md
-    base = Tuning(tile=4096, max_block_c=1024, target_programs=1024, num_warps=8, bwd_tile=2048)
-    return parse_tuning(os.environ.get(TUNING_ENV, ""), base)
+        return dataclasses.replace(INTERPRETER_TUNING)
+    return parse_tuning(os.environ.get(TUNING_ENV, ""), GPU_TUNING)
 
 
 def parse_tuning(spec: str, base: Tuning) -> Tuning:
