@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ddakern.inference.checkpoint import CheckpointError
-from ddakern.inference.detect import DETECTORS, DetectorError
+from ddakern.inference.detect import DETECTORS, DetectorError, parse_min_face
 from ddakern.inference.pipeline import Options, Totals, run_images, run_video, run_webcam, say
 from ddakern.inference.predictor import Predictor
 from ddakern.inference.results import ResultsExist, ResultWriter, check_free
@@ -30,6 +30,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="haar", choices=DETECTORS, help="haar (default), yunet, none (pre-cropped)")
     p.add_argument("--yunet-model", type=Path, help="YuNet ONNX file for --detector yunet")
     p.add_argument("--margin", type=float, default=0.15, help="margin around each face, fraction of its size")
+    p.add_argument(
+        "--min-face",
+        help="smallest face searched: pixels (e.g. 40) or a fraction of the short side (e.g. 0.05); "
+        "default 0.1 of the short side, at most 160 px. Smaller is slower (detection time ~ 1 / min-face^2)",
+    )
+    p.add_argument(
+        "--workers", type=int, help="threads decoding and detecting ahead of the classifier (default: cores, <= 4)"
+    )
     p.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--backend", default="torch", choices=("torch", "torch.compile", "onnxruntime"))
@@ -58,6 +66,11 @@ def attention_hook(pred: Predictor, args: argparse.Namespace):
 def build(args: argparse.Namespace) -> tuple[Predictor, Options]:
     if args.every < 1 or args.batch_size < 1 or not 0 <= args.smooth < 1 or args.margin < 0:
         raise ValueError("--every and --batch-size must be >= 1, --smooth in [0, 1), --margin >= 0")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    if args.min_face is not None and args.detector == "none":
+        raise ValueError("--min-face needs a detector (haar or yunet), not --detector none")
+    min_face = None if args.min_face is None else parse_min_face(args.min_face)
     pred = Predictor.from_checkpoint(
         args.checkpoint,
         device=args.device,
@@ -67,6 +80,8 @@ def build(args: argparse.Namespace) -> tuple[Predictor, Options]:
         margin=args.margin,
         batch_size=args.batch_size,
         keep_crops=args.attention,
+        min_face=min_face,
+        workers=args.workers,
     )
     opts = Options(args.out, args.annotate, args.every, args.smooth, not args.no_progress, args.max_frames)
     if args.attention:

@@ -88,7 +88,8 @@ class AttentionWriter:
         for i, face in enumerate(result.faces):
             crop = face.crop
             x = preprocess([crop], self.pred.spec.image_size, self.pred.mean, self.pred.std).to(device)
-            maps = attention_maps(self.model, x, self.summary)
+            with self.pred.model_lock:  # hooks on the shared model: no classifier call meanwhile
+                maps = attention_maps(self.model, x, self.summary)
             path = self.folder / f"{stem}_face{i}.png"
             n = 1
             while path in self.written:  # same file name from another folder

@@ -1,7 +1,9 @@
 """`predict`'s work: images in batches, videos frame by frame (every k-th, smoothed), webcams live.
 
 Each processed image or frame goes to the ResultWriter and, when asked, to the annotated output and
-the attention overlays. An unreadable file is one line on stderr and the run goes on.
+the attention overlays. An unreadable file is one line on stderr and the run goes on. Images and
+video frames are decoded and their faces detected in worker threads ahead of the classifier, whose
+batches take faces from many images / frames (`ddakern.inference.prefetch`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from tqdm import tqdm
 
 from ddakern.atomic import new_temp, publish
 from ddakern.inference.annotate import annotate, write_image
-from ddakern.inference.images import ImageError, read_image
-from ddakern.inference.predictor import ImageResult, Predictor
+from ddakern.inference.predictor import ImageResult, Predictor, Prepared
+from ddakern.inference.prefetch import StreamStats, background
 from ddakern.inference.results import ResultWriter
 from ddakern.inference.smoothing import Smoother
 from ddakern.inference.sources import Source
@@ -48,6 +50,7 @@ class Totals:
     faces: int = 0
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    stream: StreamStats = field(default_factory=StreamStats)  # where the classifying thread spent its time
 
 
 def say(line: str) -> None:
@@ -73,27 +76,28 @@ def _emit(pred: Predictor, writer: ResultWriter, opts: Options, name: str, frame
 
 
 def run_images(pred: Predictor, sources: list[Source], writer: ResultWriter, opts: Options, totals: Totals) -> None:
-    """Decode, detect and classify images in chunks of the predictor's batch size."""
+    """Decode and detect images in worker threads, classify their faces in shared batches, in order."""
     taken: set[str] = set()
+    keep = opts.annotate or opts.on_result is not None
     bar = tqdm(total=len(sources), unit="img", disable=not opts.progress, file=sys.stderr)
-    for start in range(0, len(sources), pred.batch_size):
-        chunk, rgbs = [], []
-        for s in sources[start : start + pred.batch_size]:
-            try:
-                rgbs.append(read_image(s.path))
-                chunk.append(s)
-            except ImageError as e:
-                totals.skipped.append(str(e))
-                say(f"skipped: {e}")
-        for s, rgb, res in zip(chunk, rgbs, pred.predict_many(rgbs)):
+
+    def prepare(s: Source) -> Prepared:
+        return pred.prepare(s.path, keep_rgb=keep, item=s)
+
+    for p, res in pred.predict_stream(sources, prepare=prepare, stats=totals.stream):
+        s = p.item
+        if p.error is not None:
+            totals.skipped.append(str(p.error))
+            say(f"skipped: {p.error}")
+        else:
             totals.images += 1
             totals.faces += len(res.faces)
             if res.note:
                 say(f"{s.name}: {res.note}")
-            _emit(pred, writer, opts, s.name, None, rgb, res)
+            _emit(pred, writer, opts, s.name, None, p.rgb, res)
             if opts.annotate:
-                write_image(opts.out / "annotated" / output_name(s, taken), annotate(rgb, res, pred.class_names))
-        bar.update(len(sources[start : start + pred.batch_size]))
+                write_image(opts.out / "annotated" / output_name(s, taken), annotate(p.rgb, res, pred.class_names))
+        bar.update(1)
     bar.close()
 
 
@@ -141,9 +145,8 @@ class VideoState:
 
 
 def _flush(pred: Predictor, writer: ResultWriter, opts: Options, name: str, buffer: list, st: VideoState) -> None:
-    """Classify the buffered processed frames together, then emit every buffered frame in order."""
-    todo = [rgb for _, rgb, p in buffer if p]
-    results = iter(pred.predict_many(todo)) if todo else iter(())
+    """Predict the buffered processed frames, then emit every buffered frame in order (webcams)."""
+    results = iter([pred.predict(rgb) for _, rgb, p in buffer if p])  # live: no batching delay
     for i, rgb, processed in buffer:
         if processed:
             res = next(results)
@@ -176,16 +179,31 @@ def run_video(pred: Predictor, source: Source, writer: ResultWriter, opts: Optio
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     out = VideoOut(opts.out / "annotated" / output_name(source, set(), ".mp4"), fps, size) if opts.annotate else None
-    st, buffer, started, read = VideoState(opts, out), [], time.perf_counter(), 0
+    st, started, read = VideoState(opts, out), time.perf_counter(), 0
+    keep = opts.annotate or opts.on_result is not None
     bar = tqdm(total=n, unit="frame", desc=source.path.name, disable=not opts.progress, file=sys.stderr)
-    for item in frames(capture, opts.every, opts.max_frames):
-        buffer.append(item)
-        totals.frames += 1
-        read += 1
-        if sum(p for _, _, p in buffer) >= pred.batch_size or len(buffer) >= 256:
-            _flush(pred, writer, opts, source.name, buffer, st)
-        bar.update(1)
-    _flush(pred, writer, opts, source.name, buffer, st)
+
+    def prepare(item: tuple[int, np.ndarray, bool]) -> Prepared:
+        i, rgb, processed = item
+        if not processed:
+            return Prepared(i, rgb if opts.annotate else None, rgb.shape[1], rgb.shape[0], [], [], skip=True)
+        return pred.prepare(rgb, keep_rgb=keep, item=i)
+
+    decoded = background(frames(capture, opts.every, opts.max_frames), depth=2 * pred.workers + 2)
+    try:
+        for p, res in pred.predict_stream(decoded, prepare=prepare, stats=totals.stream):
+            totals.frames += 1
+            read += 1
+            if res is not None:
+                if st.smoother is not None:
+                    st.smoother(res.faces)
+                st.last, st.processed, st.faces = res, st.processed + 1, st.faces + len(res.faces)
+                _emit(pred, writer, opts, source.name, p.item, p.rgb, res)
+            if st.out is not None:
+                st.out.write(annotate(p.rgb, st.last, pred.class_names))
+            bar.update(1)
+    finally:
+        decoded.close()
     bar.close()
     capture.release()
     if out is not None:
