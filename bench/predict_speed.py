@@ -11,7 +11,7 @@ Models have random weights (speed does not depend on them): "builtin" is the bui
 (DDA after every stage) at 224 px, batch 16. Each round measures, one after the other:
 - detection per photo: today's detector (full resolution, scale factor 1.1, min face 4% of the short
   side) and the new one (a copy with the smallest face at 40 px, scale factor 1.2), on decoded photos;
-- the classifier alone: `Predictor.classify_batch` on preprocessed faces, full batches;
+- the classifier alone: `Predictor.classify` on face crops (preprocessing included), full batches;
 - photos: `Predictor.predict_stream` over the JPEG paths (decode, detect, crop, classify, overlapped);
 - video: frames decoded in a reader thread into `predict_stream` (as `predict` does);
 - "before" (builtin only): the previous flow, decode + old detector + classify one after the other.
@@ -130,8 +130,7 @@ def measure(name: str, args: argparse.Namespace, photos: list[Path], video: Path
     crops = [c for rgb in decoded[:batch] for _, _, c in pred.detect(rgb)][:batch]
     while len(crops) < batch:
         crops += crops[: batch - len(crops)]
-    x = torch.stack([_pre(pred, c) for c in crops])
-    pred.classify_batch(x)  # warm-up
+    pred.classify(crops)  # warm-up
     sync(backend.device)
     fig: dict[str, list[float]] = {}
 
@@ -151,7 +150,7 @@ def measure(name: str, args: argparse.Namespace, photos: list[Path], video: Path
         n = max(1, len(photos) // batch)
         t = time.perf_counter()
         for _ in range(n):
-            pred.classify_batch(x)
+            pred.classify(crops)
         sync(backend.device)
         add("classifier faces/s", n * batch / (time.perf_counter() - t))
 
@@ -179,12 +178,6 @@ def measure(name: str, args: argparse.Namespace, photos: list[Path], video: Path
             add("before faces/s", faces / (time.perf_counter() - t))
         print(f"  {name} round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     return fig
-
-
-def _pre(pred: Predictor, c: np.ndarray) -> torch.Tensor:
-    from ddakern.inference.images import preprocess_one
-
-    return preprocess_one(c, pred.spec.image_size, pred.mean, pred.std)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -186,7 +186,7 @@ def run_video(pred: Predictor, source: Source, writer: ResultWriter, opts: Optio
     def prepare(item: tuple[int, np.ndarray, bool]) -> Prepared:
         i, rgb, processed = item
         if not processed:
-            return Prepared(i, rgb if opts.annotate else None, rgb.shape[1], rgb.shape[0], [], [], skip=True)
+            return Prepared(i, rgb if opts.annotate else None, rgb.shape[1], rgb.shape[0], [], skip=True)
         return pred.prepare(rgb, keep_rgb=keep, item=i)
 
     decoded = background(frames(capture, opts.every, opts.max_frames), depth=2 * pred.workers + 2)

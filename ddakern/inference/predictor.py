@@ -31,7 +31,7 @@ import torch
 from ddakern.inference.backends import OnnxBackend, TorchBackend
 from ddakern.inference.checkpoint import ModelSpec, load_model
 from ddakern.inference.detect import Detection, Detector, crop, make_detector, square_box
-from ddakern.inference.images import ColorOrder, ImageError, ImageInput, preprocess, preprocess_one, to_rgb
+from ddakern.inference.images import ColorOrder, ImageError, ImageInput, preprocess, to_rgb
 from ddakern.inference.prefetch import StreamStats, stream
 
 NO_FACE_NOTE = "no face found"
@@ -70,18 +70,19 @@ class ImageResult:
 
 @dataclass
 class Prepared:
-    """An input decoded, its faces found and cropped, each crop preprocessed for the model (`inputs`).
+    """An input decoded and its faces found and cropped: (detection, square crop box, crop) each.
 
     `rgb` is kept when asked (annotation, attention); `error` is the ImageError of an unreadable
     input; `skip` marks an item passed through without detection (a video frame not processed).
+    The crops are preprocessed in the classifying thread (worker threads stay out of PyTorch's
+    thread pool, which would otherwise be oversubscribed).
     """
 
     item: Any
     rgb: np.ndarray | None
     width: int
     height: int
-    faces: list[tuple[Detection, tuple[int, int, int, int], np.ndarray | None]]
-    inputs: list[torch.Tensor]
+    faces: list[tuple[Detection, tuple[int, int, int, int], np.ndarray]]
     error: ImageError | None = None
     skip: bool = False
 
@@ -167,20 +168,17 @@ class Predictor:
     def prepare(
         self, image: ImageInput, color: ColorOrder = "rgb", *, keep_rgb: bool = False, item: Any = None
     ) -> Prepared:
-        """Decode, detect, crop and preprocess one input (no classification); thread-safe.
+        """Decode, detect and crop one input (no classification); thread-safe.
 
         An unreadable input is returned with its `error` rather than raised (streams go on).
         """
         try:
             rgb = to_rgb(image, color)
         except ImageError as e:
-            return Prepared(item, None, 0, 0, [], [], error=e)
-        faces, inputs = [], []
-        for det, box, c in self.detect(rgb):
-            inputs.append(preprocess_one(c, self.spec.image_size, self.mean, self.std))
-            faces.append((det, box, np.ascontiguousarray(c) if self.keep_crops else None))
+            return Prepared(item, None, 0, 0, [], error=e)
+        faces = [(det, box, np.ascontiguousarray(c)) for det, box, c in self.detect(rgb)]  # copies: rgb may go
         h, w = rgb.shape[:2]
-        return Prepared(item, rgb if keep_rgb else None, int(w), int(h), faces, inputs)
+        return Prepared(item, rgb if keep_rgb else None, int(w), int(h), faces)
 
     def result(self, prepared: Prepared, probs: Sequence[np.ndarray]) -> ImageResult:
         """The ImageResult of a prepared input given its faces' probabilities (in order)."""
@@ -194,8 +192,7 @@ class Predictor:
         p = self.prepare(image, color)
         if p.error is not None:
             raise p.error
-        probs = self.classify_batch(torch.stack(p.inputs)) if p.inputs else []
-        return self.result(p, list(probs))
+        return self.result(p, list(self.classify([c for _, _, c in p.faces])))
 
     def predict_many(self, images: Sequence[ImageInput], color: ColorOrder = "rgb") -> list[ImageResult]:
         """One ImageResult per image; all their faces are classified in shared batches while

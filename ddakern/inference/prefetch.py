@@ -6,9 +6,10 @@ worker threads run in parallel with the classifier. At most `ahead` images are b
 most `hold` prepared images wait for their batch, so memory stays flat on long videos.
 
 `StreamStats.wait_s` is the time the classifying thread spent waiting for prepared images and
-`classify_s` the time it spent classifying. On CUDA the classifier "never waits for the detector"
-when wait_s stays near zero beside classify_s once the stream is running (the first image's wait
-is the pipeline filling up); `bench/predict_speed.py` prints both.
+`classify_s` the time it spent classifying (preprocessing the crops included). On CUDA the
+classifier "never waits for the detector" when wait_s stays near zero beside classify_s once the
+stream runs (the first image's wait, `first_wait_s`, is the pipeline filling up);
+`bench/predict_speed.py` prints their ratio.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
     from ddakern.inference.predictor import Predictor, Prepared
@@ -132,18 +132,18 @@ def stream(
     bs = pred.batch_size
     ahead = ahead if ahead is not None else 2 * max(1, workers) + 2
     waiting: deque[Prepared] = deque()  # prepared, in order, not yet emitted
-    todo: list[torch.Tensor] = []  # preprocessed faces not yet classified, in order
+    todo: list[np.ndarray] = []  # face crops not yet classified, in order
     rows: deque[np.ndarray] = deque()  # probabilities of classified faces not yet emitted, in order
 
     def classify(final: bool) -> None:
         take = len(todo) if final else (len(todo) // bs) * bs
         for start in range(0, take, bs):
-            x = torch.stack(todo[start : min(take, start + bs)])
+            crops = todo[start : min(take, start + bs)]
             t = time.perf_counter()
-            probs = pred.classify_batch(x)
+            probs = pred.classify(crops)
             stats.classify_s += time.perf_counter() - t
             stats.batches += 1
-            stats.batch_sizes.append(len(x))
+            stats.batch_sizes.append(len(crops))
             rows.extend(probs)
         del todo[:take]
 
@@ -166,7 +166,7 @@ def stream(
             stats.images += 1
             stats.faces += len(p.faces)
             waiting.append(p)
-            todo.extend(p.inputs)
+            todo.extend(c for _, _, c in p.faces)
             if len(todo) >= bs:
                 classify(final=False)
             elif len(waiting) >= hold:
