@@ -112,3 +112,21 @@ def test_webcam_without_camera_is_reported(ckpt, tmp_path):
     r = predict(str(ckpt), "7", "--out", str(tmp_path / "o"), "--max-frames", "3")
     assert r.returncode == 0
     assert "webcam:7: no camera with index 7 could be opened" in r.stderr
+
+
+def test_min_face_option(ckpt, tmp_path, capsys):
+    """--min-face in pixels or as a fraction is honoured; bad values are one line and exit 2 (in-process)."""
+    from ddakern.cli.predict import main
+
+    img = tmp_path / "a.jpg"
+    Image.fromarray(astronaut()).save(img)  # face box about 96 px
+    common = [str(ckpt), str(img), "--no-progress", "--device", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "o1"), "--min-face", "150"]) == 0
+    assert main([*common, "--out", str(tmp_path / "o2"), "--min-face", "0.1"]) == 0
+    assert read_results(tmp_path / "o1")[0][0]["note"] == "no face found"
+    assert read_results(tmp_path / "o2")[0][0]["label"] != ""
+    capsys.readouterr()
+    for i, bad in enumerate((["--min-face", "abc"], ["--min-face", "0"], ["--min-face", "40", "--detector", "none"])):
+        assert main([*common, "--out", str(tmp_path / f"bad{i}"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.strip().count("\n") == 0 and "min" in err

@@ -84,11 +84,12 @@ def error_lines(err: str) -> list[str]:
 
 
 def photos(folder: Path, n: int) -> list[Path]:
-    """n small real photos (the astronaut's face, shifted; every third one the coffee cup, no face)."""
+    """n small real photos (the astronaut's face, shifted in 5 ways; every third one the coffee cup, no face)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
-        rgb = coffee()[::2, ::2] if i % 3 == 2 else astronaut()[8 * i : 8 * i + 300, 60 + 4 * i : 360 + 4 * i]
+        k = i % 5
+        rgb = coffee()[::2, ::2] if i % 3 == 2 else astronaut()[8 * k : 8 * k + 300, 60 + 4 * k : 360 + 4 * k]
         paths.append(folder / f"p{i}.png")
         Image.fromarray(np.ascontiguousarray(rgb)).save(paths[-1])
     return paths
@@ -104,39 +105,47 @@ def video_frames(path: Path) -> list[np.ndarray]:
 
 
 def test_sigint_mid_video_keeps_every_row_and_resume_matches_an_uninterrupted_run(ckpt, tmp_path, capsys):
-    video = tmp_path / "clip.avi"
-    write_video(video, 10)
+    video, total = tmp_path / "clip.avi", 40
+    write_video(video, total)
     common = ["--every", "1", "--smooth", "0.5", "--annotate", "--batch-size", "4"]
     out = tmp_path / "out"
-    # stopped while the first batch of 4 frames is being written: the batch is finished, then the run stops
+    # stopped once 2 rows are written: the frames already read (the batch being written and those decoded
+    # and detected ahead of the classifier) are finished, then the run stops before the end of the video
     p = spawn(ckpt, video, "--out", out, *common, "--debug-wait-after-rows", "2")
     code, stdout, err = stop_at_debug_wait(p, signal.SIGINT)
     assert code == 130, err
+    table, records = rows(out)
+    kept = len(table)
+    assert 4 <= kept < total, kept  # at least the batch in progress; not the whole video
+    assert [int(r["frame"]) for r in table] == [r["frame"] for r in records] == list(range(kept))
     (line,) = [x for x in err.splitlines() if x.startswith("interrupted")]
     files = f"{out / 'predictions.csv'} and {out / 'predictions.jsonl'}"
-    assert line == f"interrupted by SIGINT: kept 4 rows in {files}; continue with --resume"
-    assert "0 images, 4 video frames, 4 faces" in stdout  # the summary counts what the files hold
-    table, records = rows(out)
-    assert [int(r["frame"]) for r in table] == [r["frame"] for r in records] == [0, 1, 2, 3]
-    assert len(video_frames(out / "annotated" / "clip.mp4")) == 4  # finalised up to the stop, not hidden
+    assert line == f"interrupted by SIGINT: kept {kept} rows in {files}; continue with --resume"
+    assert f"0 images, {kept} video frames, {kept} faces" in stdout  # the summary counts what the files hold
+    assert len(video_frames(out / "annotated" / "clip.mp4")) == kept  # finalised up to the stop, not hidden
     assert hidden(out) == [] and json.loads((out / "predict_state.json").read_text())["status"] == "interrupted"
 
     code, _, err = predict(capsys, ckpt, video, "--out", out, *common)  # a plain rerun is refused
     assert code == 2 and len(error_lines(err)) == 1 and "--resume" in err and "unfinished run" in err
     code, stdout, err = predict(capsys, ckpt, video, "--out", out, *common, "--resume")
     assert code == 0, err
-    assert "resumed after frame 3" in err and "0 images, 6 video frames, 6 faces" in stdout
+    resumed_err, resumed_out = err, stdout
     ref = tmp_path / "ref"
-    assert predict(capsys, ckpt, video, "--out", ref, *common)[0] == 0
+    code, stdout, _ = predict(capsys, ckpt, video, "--out", ref, *common)
+    assert code == 0
+    faces = int(re.search(rf"0 images, {total} video frames, (\d+) faces", stdout).group(1))
+    rest = total - kept  # the resumed run counts only its own frames and faces
+    assert f"resumed after frame {kept - 1}" in resumed_err
+    assert f"0 images, {rest} video frames, {faces - kept} faces" in resumed_out
     same_rows(out, ref)  # smoothing state and rows as if never stopped
     got, want = video_frames(out / "annotated" / "clip.mp4"), video_frames(ref / "annotated" / "clip.mp4")
-    assert len(got) == len(want) == 10 and all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert len(got) == len(want) == total and all(np.array_equal(a, b) for a, b in zip(got, want))
     assert hidden(out) == [] and json.loads((out / "predict_state.json").read_text())["status"] == "done"
 
 
 def test_sigterm_mid_folder_then_resume_skips_what_is_done(ckpt, tmp_path, capsys):
-    folder = tmp_path / "photos"
-    photos(folder, 5)
+    folder, total = tmp_path / "photos", 16
+    photos(folder, total)
     out = tmp_path / "out"
     (out / "annotated").mkdir(parents=True)
     stale = [out / ".predictions.csv.k2j4h5g6.tmp", out / "annotated" / ".clip.mp4.ab12cd34.mp4"]
@@ -148,17 +157,21 @@ def test_sigterm_mid_folder_then_resume_skips_what_is_done(ckpt, tmp_path, capsy
     assert code == 143, err
     assert "removed 2 temporary files left in" in err and not any(p.exists() for p in stale)
     assert (out / ".keep.me").exists()
-    assert f"interrupted by SIGTERM: kept 2 rows in {out / 'predictions.csv'}" in err
     table, records = rows(out)
-    assert [Path(r["file"]).name for r in table] == [Path(r["file"]).name for r in records] == ["p0.png", "p1.png"]
-    assert sorted(p.name for p in (out / "annotated").iterdir()) == ["p0.png", "p1.png"]
+    kept = len(table)
+    assert 2 <= kept < total, kept  # the batch being written and the photos read ahead; not the whole folder
+    assert f"interrupted by SIGTERM: kept {kept} rows in {out / 'predictions.csv'}" in err
+    names = sorted(f"p{i}.png" for i in range(total))  # the order the folder is read in
+    assert [Path(r["file"]).name for r in table] == [Path(r["file"]).name for r in records] == names[:kept]
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(names[:kept])
     code, stdout, err = predict(capsys, ckpt, folder, "--out", out, "--annotate", "--resume")
     assert code == 0, err
-    assert "resuming" in err and "3 images, 0 video frames" in stdout  # p0, p1 not predicted again
+    assert "resuming" in err and f"{total - kept} images, 0 video frames" in stdout  # kept ones not predicted again
     table, records = rows(out)
-    assert [Path(r["file"]).name for r in table] == [f"p{i}.png" for i in range(5)]
-    assert [r["note"] for r in records] == [None, None, "no face found", None, None]
-    assert len(list((out / "annotated").iterdir())) == 5 and hidden(out) == [out / ".keep.me"]
+    assert sorted(Path(r["file"]).name for r in table) == sorted(names)
+    notes = {Path(r["file"]).name: r["note"] for r in records}
+    assert notes == {f"p{i}.png": "no face found" if i % 3 == 2 else None for i in range(total)}
+    assert len(list((out / "annotated").iterdir())) == total and hidden(out) == [out / ".keep.me"]
 
 
 def test_disk_full_keeps_complete_rows_in_one_line_and_resume_finishes(ckpt, tmp_path, capsys, monkeypatch):

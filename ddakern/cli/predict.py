@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ddakern.inference.checkpoint import CheckpointError
-from ddakern.inference.detect import DETECTORS, DetectorError
+from ddakern.inference.detect import DETECTORS, DetectorError, parse_min_face
 from ddakern.inference.outputs import OutputError, output_stems
 from ddakern.inference.requires import MissingExtra, for_predict, require
 from ddakern.inference.results import ResultsExist, ResultWriter
@@ -47,6 +47,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="haar", choices=DETECTORS, help="haar (default), yunet, none (pre-cropped)")
     p.add_argument("--yunet-model", type=Path, help="YuNet ONNX file for --detector yunet")
     p.add_argument("--margin", type=float, default=0.15, help="margin around each face, fraction of its size")
+    p.add_argument(
+        "--min-face",
+        help="smallest face searched: pixels (e.g. 40) or a fraction of the short side (e.g. 0.05); "
+        "default 0.1 of the short side, at most 160 px. Smaller is slower (detection time ~ 1 / min-face^2)",
+    )
+    p.add_argument(
+        "--workers", type=int, help="threads decoding and detecting ahead of the classifier (default: cores, <= 4)"
+    )
     p.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--backend", default="torch", choices=("torch", "torch.compile", "onnxruntime"))
@@ -79,6 +87,12 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError("--every and --batch-size must be >= 1, --smooth in [0, 1), --margin >= 0")
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: pass one")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    if args.min_face is not None and args.detector == "none":
+        raise ValueError("--min-face needs a detector (haar or yunet), not --detector none")
+    if args.min_face is not None:
+        parse_min_face(args.min_face)
     onnx = args.backend == "onnxruntime" or args.checkpoint.suffix == ".onnx"
     require(for_predict(args.attention, onnx), "predict --attention" if args.attention else "predict")
 
@@ -87,6 +101,7 @@ def build(args: argparse.Namespace, stems: dict[str, str]):
     from ddakern.inference.pipeline import Options
     from ddakern.inference.predictor import Predictor
 
+    min_face = None if args.min_face is None else parse_min_face(args.min_face)
     pred = Predictor.from_checkpoint(
         args.checkpoint,
         device=args.device,
@@ -96,6 +111,8 @@ def build(args: argparse.Namespace, stems: dict[str, str]):
         margin=args.margin,
         batch_size=args.batch_size,
         keep_crops=args.attention,
+        min_face=min_face,
+        workers=args.workers,
     )
     opts = Options(args.out, args.annotate, args.every, args.smooth, not args.no_progress, args.max_frames)
     opts.stems = stems

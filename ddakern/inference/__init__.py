@@ -4,7 +4,8 @@ export. Everything reads `train.run` / `train.fuse` checkpoints without importin
 from ddakern.inference.checkpoint import CheckpointError, ModelSpec, load_model, read_checkpoint
 from ddakern.inference.detect import Detection, HaarDetector, WholeImage, YuNetDetector, make_detector
 from ddakern.inference.images import ImageError, to_rgb
-from ddakern.inference.predictor import NO_FACE_NOTE, FaceRecord, ImageResult, Predictor
+from ddakern.inference.predictor import NO_FACE_NOTE, FaceRecord, ImageResult, Predictor, Prepared
+from ddakern.inference.prefetch import StreamStats
 
 __all__ = [
     "NO_FACE_NOTE",
@@ -16,6 +17,8 @@ __all__ = [
     "ImageResult",
     "ModelSpec",
     "Predictor",
+    "Prepared",
+    "StreamStats",
     "WholeImage",
     "YuNetDetector",
     "load_model",

@@ -95,5 +95,6 @@ class AttentionWriter:
         for i, face in enumerate(result.faces):
             crop = face.crop
             x = preprocess([crop], self.pred.spec.image_size, self.pred.mean, self.pred.std).to(device)
-            maps = attention_maps(self.model, x, self.summary)
+            with self.pred.model_lock:  # hooks on the shared model: no classifier call meanwhile
+                maps = attention_maps(self.model, x, self.summary)
             save_figure(render(face, crop, maps, self.pred.class_names), self.folder / f"{stem}_face{i}.png")

@@ -2,12 +2,15 @@
 
 Each processed image or frame goes to the annotated output and the attention overlays when asked,
 then to the ResultWriter: its rows come last, so an image with rows has its other outputs too. An
-unreadable file is one line on stderr and the run goes on. `Options.stop` (set on SIGINT / SIGTERM)
-ends the run at the next image batch or video frame; what was read is still classified and written.
+unreadable file is one line on stderr and the run goes on. Images and video frames are decoded and
+their faces detected in worker threads ahead of the classifier, whose batches take faces from many
+images / frames (`ddakern.inference.prefetch`). `Options.stop` (set on SIGINT / SIGTERM) ends the
+run: no new image or frame is read, and those already read are still classified and written.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -21,9 +24,9 @@ from tqdm import tqdm
 
 from ddakern.atomic import new_temp, publish
 from ddakern.inference.annotate import annotate, write_image
-from ddakern.inference.images import ImageError, read_image
 from ddakern.inference.outputs import OutputError, annotated_suffix, output_stems
-from ddakern.inference.predictor import ImageResult, Predictor
+from ddakern.inference.predictor import ImageResult, Predictor, Prepared
+from ddakern.inference.prefetch import StreamStats, background
 from ddakern.inference.results import ResultWriter
 from ddakern.inference.run_state import VideoDone
 from ddakern.inference.smoothing import Smoother
@@ -56,6 +59,7 @@ class Totals:
     faces: int = 0
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    stream: StreamStats = field(default_factory=StreamStats)  # where the classifying thread spent its time
 
 
 def say(line: str) -> None:
@@ -75,28 +79,29 @@ def _emit(pred: Predictor, writer: ResultWriter, opts: Options, name: str, frame
 
 
 def run_images(pred: Predictor, sources: list[Source], writer: ResultWriter, opts: Options, totals: Totals) -> None:
-    """Decode, detect and classify images in chunks of the predictor's batch size (until `opts.stop`)."""
+    """Decode and detect images in worker threads, classify their faces in shared batches, in order;
+    after `opts.stop` no new image is started (those already read are still classified and written)."""
+    keep = opts.annotate or opts.on_result is not None
     bar = tqdm(total=len(sources), unit="img", disable=not opts.progress, file=sys.stderr)
-    for start in range(0, len(sources), pred.batch_size):
-        if opts.stop.is_set():
-            break
-        chunk, rgbs = [], []
-        for s in sources[start : start + pred.batch_size]:
-            try:
-                rgbs.append(read_image(s.path))
-                chunk.append(s)
-            except ImageError as e:
-                totals.skipped.append(str(e))
-                say(f"skipped: {e}")
-        for s, rgb, res in zip(chunk, rgbs, pred.predict_many(rgbs)):
+
+    def prepare(s: Source) -> Prepared:
+        return pred.prepare(s.path, keep_rgb=keep, item=s)
+
+    todo = itertools.takewhile(lambda _: not opts.stop.is_set(), sources)
+    for p, res in pred.predict_stream(todo, prepare=prepare, stats=totals.stream):
+        s = p.item
+        if p.error is not None:
+            totals.skipped.append(str(p.error))
+            say(f"skipped: {p.error}")
+        else:
             if res.note:
                 say(f"{s.name}: {res.note}")
             if opts.annotate:
-                write_image(annotated_path(opts, s), annotate(rgb, res, pred.class_names))
-            _emit(pred, writer, opts, s.name, None, rgb, res)
+                write_image(annotated_path(opts, s), annotate(p.rgb, res, pred.class_names))
+            _emit(pred, writer, opts, s.name, None, p.rgb, res)
             totals.images += 1
             totals.faces += len(res.faces)
-        bar.update(len(sources[start : start + pred.batch_size]))
+        bar.update(1)
     bar.close()
 
 
@@ -171,9 +176,8 @@ class VideoState:
 
 
 def _flush(pred: Predictor, writer: ResultWriter, opts: Options, name: str, buffer: list, st: VideoState) -> None:
-    """Classify the buffered processed frames together, then emit every buffered frame in order."""
-    todo = [rgb for _, rgb, p in buffer if p]
-    results = iter(pred.predict_many(todo)) if todo else iter(())
+    """Predict the buffered processed frames, then emit every buffered frame in order (webcams)."""
+    results = iter([pred.predict(rgb) for _, rgb, p in buffer if p])  # live: no batching delay
     for i, rgb, processed in buffer:
         if processed:
             res = next(results)
@@ -223,31 +227,59 @@ def run_video(pred: Predictor, source: Source, writer: ResultWriter, opts: Optio
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     done = opts.resume.get(source.name, VideoDone())
+    keep = opts.annotate or opts.on_result is not None
     bar = tqdm(total=n, unit="frame", desc=source.path.name, disable=not opts.progress, file=sys.stderr)
-    out = st = None
-    try:
-        out = VideoOut(annotated_path(opts, source, ".mp4"), fps, size) if opts.annotate else None
-        st, buffer, started, read, stopped = VideoState(opts, out), [], time.perf_counter(), 0, False
-        for item in frames(capture, opts.every, opts.max_frames, grab_until=-1 if out else done.last):
+    out = st = decoded = None
+    started, read, stopped = time.perf_counter(), 0, False
+
+    def until_stopped(items: Iterator[tuple[int, np.ndarray | None, bool]]) -> Iterator:
+        nonlocal stopped
+        for item in items:
             if opts.stop.is_set():
                 stopped = True
-                break
-            i, rgb, processed = item
+                return
+            yield item
+
+    def prepare(item: tuple[int, np.ndarray | None, bool]) -> Prepared:
+        i, rgb, processed = item
+        if not processed or i <= done.last:  # not this frame's turn, or finished by an earlier run
+            h, w = rgb.shape[:2] if rgb is not None else (0, 0)
+            return Prepared((i, processed), rgb if opts.annotate else None, w, h, [], skip=True)
+        return pred.prepare(rgb, keep_rgb=keep, item=(i, processed))
+
+    try:
+        out = VideoOut(annotated_path(opts, source, ".mp4"), fps, size) if opts.annotate else None
+        st = VideoState(opts, out)
+        grab_until = -1 if out else done.last
+        decoded = background(
+            until_stopped(frames(capture, opts.every, opts.max_frames, grab_until=grab_until)),
+            depth=2 * pred.workers + 2,
+        )
+        for p, res in pred.predict_stream(decoded, prepare=prepare, stats=totals.stream):
+            i, processed = p.item
             if i <= done.last:
-                _replay(st, done, i, rgb, processed, pred.class_names)
+                _replay(st, done, i, p.rgb, processed, pred.class_names)
             else:
-                buffer.append(item)
                 totals.frames += 1
                 read += 1
-                if sum(p for _, _, p in buffer) >= pred.batch_size or len(buffer) >= 256:
-                    _flush(pred, writer, opts, source.name, buffer, st)
+                if res is not None:
+                    if st.smoother is not None:
+                        st.smoother(res.faces)
+                    st.last = res
+                    if st.out is not None:
+                        st.out.write(annotate(p.rgb, st.last, pred.class_names))
+                    _emit(pred, writer, opts, source.name, i, p.rgb, res)
+                    st.processed, st.faces = st.processed + 1, st.faces + len(res.faces)
+                elif st.out is not None:
+                    st.out.write(annotate(p.rgb, st.last, pred.class_names))
             bar.update(1)
-        _flush(pred, writer, opts, source.name, buffer, st)
     except BaseException as e:
         if out is not None:  # interrupted: the video up to here; failed: removed (--resume draws it again)
             _finish(out, keep=isinstance(e, KeyboardInterrupt))
         raise
     finally:
+        if decoded is not None:
+            decoded.close()
         bar.close()
         capture.release()
         if st is not None:
