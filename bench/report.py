@@ -133,7 +133,8 @@ def markdown(machine: dict, rows: list[dict], heading: str = "##") -> str:
     lines = [
         f"Machine: {cpu} ({machine.get('cpu', {}).get('count', '?')} logical CPUs); "
         f"{machine.get('python_implementation', '')} {machine.get('python_version', '')}; devices: {devices or '?'}.",
-        "Times are medians per call in ms; speed-up = baseline median / median in the same run.",
+        "Times are medians per call in ms; speed-up = baseline median / median in the same run "
+        "(the ratio of faces/s for the predict rows).",
     ]
     for table, table_rows in sections(rows).items():
         groups, variants = ordered([r["group"] for r in table_rows]), ordered([r["variant"] for r in table_rows])

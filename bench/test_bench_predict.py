@@ -155,7 +155,6 @@ def media(request, tmp_path_factory) -> dict[str, object]:
 
 def _record(benchmark, variant: str, faces: int, note: str) -> None:
     """faces/s, ms per face and the ratio to the classifier alone (same run) into extra_info."""
-    benchmark.group = PREDICT_GROUP
     benchmark.extra_info.update(table="predict", variant=variant, baseline="classifier", faces_per_call=faces,
                                 stage=note, device=str(SCALE.device))  # fmt: skip
     s = median_s(benchmark)
@@ -169,6 +168,7 @@ def _record(benchmark, variant: str, faces: int, note: str) -> None:
 
 def test_predict_classifier_alone(benchmark, model, faces):
     """The baseline: 32 face crops through Predictor.classify (PyTorch, batch 32): preprocessing + model."""
+    benchmark.group = PREDICT_GROUP  # set before the run: pytest-benchmark reads it then
     pred = Predictor(TorchBackend(model, SCALE.device), SPEC, detector="none", batch_size=32)
     pred.classify(faces)
 
@@ -205,6 +205,7 @@ def test_predict_pipeline(benchmark, model, media, tmp_path, kind):
     pytest.importorskip("tqdm")
     from ddakern.inference.sources import collect
 
+    benchmark.group = PREDICT_GROUP
     pred = Predictor(TorchBackend(model, SCALE.device), SPEC, detector="haar", batch_size=32)
     sources, problems = collect([str(media["video"] if kind == "video" else media["folder"])])
     assert not problems
@@ -228,6 +229,7 @@ def int8_file(model, faces, onnx_file, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_predict_onnx(benchmark, request, faces, precision):
     """The classifier exported to ONNX (fp32) or quantized to int8, ONNX Runtime on the CPU, batch 32."""
+    benchmark.group = PREDICT_GROUP
     path = request.getfixturevalue("onnx_file" if precision == "fp32" else "int8_file")
     pred = Predictor(OnnxBackend(path, device="cpu"), SPEC, detector="none", batch_size=32)
     pred.classify(faces)

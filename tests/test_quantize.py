@@ -33,8 +33,8 @@ def data_root(tmp_path_factory) -> Path:
     return make_synthetic(tmp_path_factory.mktemp("synthetic"), n_train=24, n_val=7, n_test=40)
 
 
-def run_checkpoint(folder: Path, data_root: Path | None) -> Path:
-    """A checkpoint as train.run writes it (optimiser state, RNG, config with the data folder);
+def run_checkpoint(folder: Path, data_root: Path | None, adam: bool = False) -> Path:
+    """A checkpoint as train.run writes it (RNG, config with the data folder, with `adam` Adam's state);
     BN statistics of real faces so the model's outputs differ from face to face."""
     path = write_checkpoint(folder / "best.pt", image_size=SIZE, width=16)
     ckpt = torch.load(path, weights_only=False)
@@ -45,10 +45,12 @@ def run_checkpoint(folder: Path, data_root: Path | None) -> Path:
             model.train()
             model(preprocess(faces, SIZE, *spec.mean_std))
         ckpt["model"] = model.state_dict()
-    opt = torch.optim.Adam(model.parameters())
-    model(torch.rand(2, 3, SIZE, SIZE)).sum().backward()
-    opt.step()
-    ckpt["optimizer"] = opt.state_dict()
+    if adam:
+        opt = torch.optim.Adam(model.parameters())
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        opt.step()
+        ckpt["optimizer"] = opt.state_dict()
     ckpt["config"] = {"recipe": "synthetic", "data_root": None if data_root is None else str(data_root)}
     torch.save(ckpt, path)
     return path
@@ -104,6 +106,11 @@ def test_int8_export_agrees_with_fp32_and_predict_runs_it(int8_export, tmp_path,
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Softmax" in ops  # QDQ; attention softmax in fp32
     int8_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert sum(np.prod(t.dims) for t in int8_weights) > 1_000_000  # the convolutions' weights are int8
+    dequantized = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    (fc,) = [n for n in proto.graph.node if n.op_type in ("Gemm", "MatMul")]
+    assert convs[0].input[1] not in dequantized and not set(fc.input) & dequantized  # first conv, classifier: fp32
+    assert all(c.input[1] in dequantized for c in convs[1:])
     meta = {p.key: p.value for p in proto.metadata_props}
     assert QUANT_KEY in meta and "per_channel" in meta[QUANT_KEY]
 
@@ -130,12 +137,19 @@ def test_int8_export_agrees_with_fp32_and_predict_runs_it(int8_export, tmp_path,
     assert abs(float(row[f"p_{row['label']}"]) - float(p8[0].max())) < 1e-5
 
 
-def test_int8_needs_onnx_and_calibration_images(tmp_path, capsys):
-    ckpt = run_checkpoint(tmp_path, None)
+def test_int8_needs_onnx_and_calibration_images(tmp_path, capsys, monkeypatch):
+    """Each refused before any export work: one line, no file left."""
+    ckpt = write_checkpoint(tmp_path / "best.pt", image_size=SIZE, width=16)  # synthetic recipe, no data_root
     assert main(["export", str(ckpt), "--format", "torchscript", "--quantize", "int8"]) == 2
     assert capsys.readouterr().err.strip() == "error: --quantize int8 needs --format onnx"
+    monkeypatch.setenv("DDAKERN_DATA", str(tmp_path / "elsewhere"))  # where train.run would have cached the set
+    assert main(["export", str(ckpt), "--format", "onnx", "--quantize", "int8"]) == 1
+    missing = tmp_path / "elsewhere" / "synthetic"
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {missing}: the run's data folder is not here; pass --calibration DIR"
+    ]
     ckpt_dict = torch.load(ckpt, weights_only=False)
-    ckpt_dict["config"] = {"recipe": "rafdb", "data_root": None}
+    ckpt_dict["recipe"] = "rafdb"
     torch.save(ckpt_dict, ckpt)
     assert main(["export", str(ckpt), "--format", "onnx", "--quantize", "int8"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -149,9 +163,10 @@ def test_int8_needs_onnx_and_calibration_images(tmp_path, capsys):
 
 def test_weights_only_export_is_small_safe_and_exact(tmp_path, capsys):
     """`export --format pt`: no optimiser / RNG state, loads with plain weights_only=True, same outputs."""
+    from ddakern.inference.backends import TorchBackend
     from ddakern.inference.predictor import Predictor
 
-    ckpt = run_checkpoint(tmp_path, None)
+    ckpt = run_checkpoint(tmp_path, None, adam=True)
     with pytest.raises(Exception, match="Weights only load failed"):
         torch.load(ckpt, weights_only=True)  # the training checkpoint holds numpy RNG objects
     assert main(["export", str(ckpt), "--format", "pt"]) == 0
@@ -168,7 +183,7 @@ def test_weights_only_export_is_small_safe_and_exact(tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
     face = np.random.default_rng(0).integers(0, 256, (60, 60, 3), dtype=np.uint8)
-    (got,) = Predictor.from_checkpoint(slim_path, device="cpu", detector="none").predict(face).faces
+    (got,) = Predictor(TorchBackend(again, "cpu"), spec2, detector="none").predict(face).faces
     with torch.no_grad():
         want = torch.softmax(model(preprocess([face], SIZE, *spec.mean_std)), 1)[0]
     np.testing.assert_allclose(list(got.probabilities.values()), want.numpy(), rtol=0, atol=1e-6)

@@ -93,6 +93,8 @@ def calibration_sets(args: argparse.Namespace, ckpt: dict) -> tuple[list, str, l
     source = args.calibration or run_data_root(ckpt)
     if source is None:
         raise CalibrationError(f"{args.checkpoint}: the checkpoint records no data folder; pass --calibration DIR")
+    if not source.exists():
+        raise CalibrationError(f"{source}: the run's data folder is not here; pass --calibration DIR")
     train, train_note = face_images(source, "train", args.calibration_images)
     if not train:
         raise CalibrationError(f"{source}: no training images found; pass --calibration DIR (face crops)")
