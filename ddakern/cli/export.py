@@ -7,7 +7,7 @@ above --tolerance (relative to the largest logit). `--format pt` writes the weig
 (weights, classes, architecture, config; no optimiser or RNG state), safe for torch.load(weights_only=True).
 
 `--format onnx --quantize int8` writes a statically quantized model (ONNX Runtime's quantizer, int8
-convolutions and Gemm, QDQ, per-channel weights), calibrated on the run's own training images (the data
+convolutions but the first, QDQ, per-channel weights), calibrated on the run's own training images (the data
 folder its checkpoint records, or --calibration), then compares its top-1 with the fp32 model's on the
 run's test images and fails (exit 1) below --min-agreement. Exit codes: 0 done, 1 failed, 2 bad command line.
 """
