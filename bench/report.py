@@ -1,7 +1,9 @@
 """Turn `pytest bench/ --benchmark-json=FILE` output into markdown tables of ratios and a PNG.
 
 Every benchmark names its variant and the variant it is compared with (`extra_info.variant`,
-`extra_info.baseline`); the speed-up is baseline median / median within the same group (same run).
+`extra_info.baseline`); the speed-up is baseline median / median within the same group (same run), or,
+where both rows report `faces_per_s` (rows that do different amounts of work per call: the predict
+table), the ratio of their faces/s.
 `extra_info.table` sorts groups into sections; each section gets a summary (one row per group, one
 speed-up column per variant) and a detail table (time per call, GB/s, images/s, saved and peak memory).
 The PNG needs matplotlib; without it the markdown is still written and a message says so.
@@ -45,7 +47,8 @@ def load_rows(path: Path) -> tuple[dict, list[dict]]:
 
 
 def with_ratios(rows: list[dict]) -> list[dict]:
-    """Add `speedup` (baseline median / median) and `saved_ratio` (saved bytes / baseline's) per group."""
+    """Add `speedup` (baseline median / median, or faces/s / baseline's) and `saved_ratio` (saved bytes /
+    baseline's) per group."""
     by_group: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_group[r["group"]].append(r)
@@ -53,6 +56,8 @@ def with_ratios(rows: list[dict]) -> list[dict]:
         for r in group_rows:
             base = next((b for b in group_rows if b["variant"] == r["baseline"]), None)
             r["speedup"] = base["median_s"] / r["median_s"] if base else None
+            if base and r["info"].get("faces_per_s") and base["info"].get("faces_per_s"):
+                r["speedup"] = r["info"]["faces_per_s"] / base["info"]["faces_per_s"]
             mem, base_mem = r["info"].get("saved_bytes"), base and base["info"].get("saved_bytes")
             r["saved_ratio"] = mem / base_mem if mem is not None and base_mem else None
     return rows
@@ -96,10 +101,17 @@ def summary_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def rate(info: dict) -> str:
+    """images/s, or faces/s in parentheses for the predict rows."""
+    if info.get("images_per_s") is None and info.get("faces_per_s") is not None:
+        return f"({info['faces_per_s']:.1f})"
+    return fmt(info.get("images_per_s"), ".1f")
+
+
 def detail_table(rows: list[dict]) -> list[str]:
     """Every benchmark of a section: time per call, speed-up, throughput, saved and peak memory."""
     lines = [
-        "| case | variant | ms | speed-up | GB/s | images/s | saved MiB | saved ratio | peak MiB |",
+        "| case | variant | ms | speed-up | GB/s | images/s (faces/s) | saved MiB | saved ratio | peak MiB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -108,7 +120,7 @@ def detail_table(rows: list[dict]) -> list[str]:
         lines.append(
             f"| {r['group']} | {r['variant']} | {r['median_s'] * 1e3:.3f} "
             f"| {fmt(r['speedup'], '.2f')}x vs {r['baseline']} | {fmt(info.get('gbps'), '.1f')} "
-            f"| {fmt(info.get('images_per_s'), '.1f')} | {fmt(saved and saved / MiB, '.2f')} "
+            f"| {rate(info)} | {fmt(saved and saved / MiB, '.2f')} "
             f"| {fmt(r['saved_ratio'], '.2f')} | {fmt(peak and peak / MiB, '.0f')} |"
         )
     return lines
@@ -121,7 +133,8 @@ def markdown(machine: dict, rows: list[dict], heading: str = "##") -> str:
     lines = [
         f"Machine: {cpu} ({machine.get('cpu', {}).get('count', '?')} logical CPUs); "
         f"{machine.get('python_implementation', '')} {machine.get('python_version', '')}; devices: {devices or '?'}.",
-        "Times are medians per call in ms; speed-up = baseline median / median in the same run.",
+        "Times are medians per call in ms; speed-up = baseline median / median in the same run "
+        "(the ratio of faces/s for the predict rows).",
     ]
     for table, table_rows in sections(rows).items():
         groups, variants = ordered([r["group"] for r in table_rows]), ordered([r["variant"] for r in table_rows])

@@ -58,6 +58,9 @@ def bench_json(tmp_path: Path) -> Path:
             ),  # fmt: skip
             bench("loader", "torch", "torch", 0.5, table="input pipelines", images_per_s=128.0),
             bench("loader", "dali-cpu", "torch", 0.25, table="input pipelines", images_per_s=256.0),
+            # predict rows do different work per call: the ratio is of faces/s, not of times per call
+            bench("predict", "classifier", "classifier", 0.1, table="predict", faces_per_s=320.0),
+            bench("predict", "photos", "classifier", 2.0, table="predict", faces_per_s=12.0),
         ],
     }
     path = tmp_path / "bench.json"
@@ -74,6 +77,7 @@ def test_ratios_and_per_call_times(bench_json: Path) -> None:
     assert rows["op fwd", "torch"]["saved_ratio"] == pytest.approx(0.4)
     assert rows["loader", "dali-cpu"]["speedup"] == pytest.approx(2.0)
     assert rows["loader", "torch"]["saved_ratio"] is None
+    assert rows["predict", "photos"]["speedup"] == pytest.approx(12.0 / 320.0)
 
 
 def test_markdown_and_png(bench_json: Path, tmp_path: Path) -> None:
@@ -84,6 +88,7 @@ def test_markdown_and_png(bench_json: Path, tmp_path: Path) -> None:
     assert "## fused ops" in text and "## input pipelines" in text
     assert "| op fwd | 2.000 | 4.00x |" in text  # summary: baseline ms per call, then the torch speed-up
     assert "| loader | dali-cpu | 250.000 | 2.00x vs torch |" in text
+    assert "| predict | photos | 2000.000 | 0.04x vs classifier | - | (12.0) |" in text
     if importlib.util.find_spec("matplotlib") is not None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -77,7 +77,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def _member_path(stored: str, fusion_ckpt: Path) -> Path:
+def member_path(stored: str, fusion_ckpt: Path) -> Path:
     """A member checkpoint as train.fuse recorded it: absolute, relative to the working folder, or
     relative to a folder above the fusion checkpoint (runs moved together)."""
     p = Path(stored)
@@ -106,7 +106,7 @@ def spec_of(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> M
     fusion = ckpt.get("fusion") or {}
     members = []
     for stored in fusion.get("members", []):
-        member = _member_path(stored, Path(path))
+        member = member_path(stored, Path(path))
         if not member.is_file():
             raise CheckpointError(f"{path}: fusion member checkpoint {stored} not found (it defines the architecture)")
         members.append(spec_of(read_checkpoint(member), member))
@@ -167,6 +167,7 @@ __all__ = [
     "ModelSpec",
     "build_from_spec",
     "load_model",
+    "member_path",
     "model_of",
     "norm_constants",
     "read_checkpoint",
