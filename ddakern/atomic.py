@@ -3,16 +3,36 @@
 A reader never sees a half-written file and a crash leaves the earlier file alone. The temporary is
 named `.<name>.<random><suffix>` (default suffix `.tmp`, which run folders clean up at start); the
 published file gets the permissions of any file the user creates (0666 & ~umask), not mkstemp's 0600.
+A write that fails (a full disk) removes its temporary and raises WriteError, which names the target file.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+
+class WriteError(OSError):
+    """A file that could not be written (the errno of the cause is kept); `str()` is one line:
+    `cannot write PATH: no space left on device`. The earlier file at PATH, if any, is untouched."""
+
+    def __init__(self, path: str | os.PathLike, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause) or type(cause).__name__, os.fspath(path))
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        why = self.strerror or errno.errorcode.get(self.errno or 0, "")
+        return f"cannot write {self.path}: {why[:1].lower() + why[1:]}"
+
+
+def _explained(e: OSError) -> bool:
+    """An OSError of the writer's own kind (a WriteError, predict's OutputError) already says what failed."""
+    return type(e).__module__ != "builtins"
 
 
 def current_umask() -> int:
@@ -57,11 +77,19 @@ def new_temp(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
 @contextmanager
 def temp_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary file path beside `path` for writers that want a file name (cv2, savefig, exporters);
-    published onto `path` when the block ends normally, removed when it raises."""
-    tmp = new_temp(path, suffix)
+    published onto `path` when the block ends normally, removed when it raises (a builtin OSError in the
+    block, the writer's, becomes a WriteError naming `path`)."""
+    try:
+        tmp = new_temp(path, suffix)
+    except OSError as e:
+        raise WriteError(path, e) from None
     try:
         yield tmp
         publish(tmp, path)
+    except OSError as e:
+        if _explained(e):
+            raise
+        raise WriteError(path, e) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -75,8 +103,12 @@ def open_temp(path: str | os.PathLike, suffix: str = ".tmp", **text: Any) -> tup
 
 def write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], *, fsync: bool = False) -> Path:
     """Call `write(binary file)` on a temporary beside `path`, then publish it; `fsync` forces the
-    bytes to disk before the rename (checkpoints)."""
-    fh, tmp = open_temp(path)
+    bytes to disk before the rename (checkpoints). Any failure removes the temporary; a builtin OSError (a
+    full disk, in the write, the flush, the fsync or the rename) is raised as a WriteError naming `path`."""
+    try:
+        fh, tmp = open_temp(path)
+    except OSError as e:
+        raise WriteError(path, e) from None
     try:
         with fh:
             write(fh)
@@ -84,8 +116,10 @@ def write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], *, fs
                 fh.flush()
                 os.fsync(fh.fileno())
         return publish(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not _explained(e):
+            raise WriteError(path, e) from None
         raise
 
 
@@ -99,14 +133,37 @@ def write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> Pa
     return write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError `e` is or arose from (its __cause__ / __context__ chain), if any."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save `obj` to `path` atomically, fsynced (a checkpoint must survive a crash after the rename)."""
+    """torch.save `obj` to `path` atomically, fsynced (a checkpoint must survive a crash after the rename).
+    A write that fails inside torch's zip writer surfaces as its RuntimeError ("unexpected pos ...") raised
+    while the OSError (a full disk) is handled: the OSError is what is reported, as a WriteError."""
     import torch
 
-    return write_with(path, lambda fh: torch.save(obj, fh), fsync=True)
+    def save(fh: IO[bytes]) -> None:
+        try:
+            torch.save(obj, fh)
+        except Exception as e:
+            cause = _os_error_in(e)
+            if cause is None:
+                raise
+            raise cause from None
+
+    return write_with(path, save, fsync=True)
 
 
 __all__ = [
+    "WriteError",
     "apply_umask",
     "current_umask",
     "new_temp",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -54,3 +55,23 @@ def test_torch_save_round_trips_and_open_temp_publishes(tmp_path: Path, umask_02
     assert not (tmp_path / "p.csv").exists()  # nothing visible until published
     atomic.publish(tmp, tmp_path / "p.csv")
     assert (tmp_path / "p.csv").read_bytes() == b"a,b\r\n" and sorted(os.listdir(tmp_path)) == ["last.pt", "p.csv"]
+
+
+def test_a_full_disk_in_a_named_writer_or_at_fsync_is_a_write_error_naming_the_target(
+    tmp_path: Path, monkeypatch
+) -> None:
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"old")
+    with pytest.raises(atomic.WriteError, match=f"^cannot write {path}: no space left on device$"):
+        with atomic.temp_path(path, suffix=".png") as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as savefig / cv2 raise it
+
+    def fsync_on_a_full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # delayed allocation: reported at fsync
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync_on_a_full_disk)
+    with pytest.raises(atomic.WriteError, match="no space left on device") as e:
+        atomic.write_bytes(path, b"new", fsync=True)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["curves.png"]

@@ -4,6 +4,8 @@ class order against the published label tables, hold-out splits, and one-line er
 from __future__ import annotations
 
 import logging
+import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from layout_files import (
     AFFECTNET_HEADER,
     FER_FOLDERS,
     class_folders,
+    fer_pixels,
     jpeg,
     make_affectnet_npy,
     make_affectnet_official,
@@ -241,3 +244,57 @@ def test_layouts_command_prints_one_line(tmp_path: Path, capsys) -> None:
     assert out.startswith("data: layout rafdb-kaggle in ") and "\n" not in out and "surprise 9" in out
     assert main([str(tmp_path / "missing")]) == 1
     assert capsys.readouterr().err.strip().endswith("missing: data folder does not exist")
+
+
+def _fer2013_csv(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [f"{i % 7},{fer_pixels(i % 7, i)},{u}" for u in ("Training", "PublicTest", "PrivateTest") for i in range(7)]
+    (folder / "fer2013.csv").write_text("\n".join(["emotion,pixels,Usage", *rows]) + "\n")
+    return folder / "fer2013.csv"
+
+
+def test_a_lone_fer2013_csv_is_fer2013_only_ferplus_needs_its_own_label_file(tmp_path: Path, capsys) -> None:
+    from train.data.layouts import main
+
+    csv_file = _fer2013_csv(tmp_path / "fer")
+    for root in (tmp_path / "fer", csv_file):  # the folder, or the file itself
+        assert detect_layout(root) == ("fer2013-csv", root)
+        assert main([str(root)]) == 0 and capsys.readouterr().out.startswith("data: layout fer2013-csv in ")
+        with pytest.raises(DataError, match="no known data layout found"):
+            detect_layout(root, "ferplus")
+    header = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+    (tmp_path / "fer" / "fer2013new.csv").write_text(header + "\n")
+    assert detect_layout(tmp_path / "fer", "ferplus") == ("ferplus-csv", tmp_path / "fer")
+
+
+def _packed(path: Path, member: Path) -> Path:
+    """`member` packed into `path`; a name without suffix holds a zip (recognised by its first bytes)."""
+    if path.suffix in (".zip", ""):
+        with zipfile.ZipFile(path, "w") as z:
+            z.write(member, member.name)
+    elif path.name.endswith((".tar", ".tar.gz")):
+        with tarfile.open(path, "w:gz" if path.suffix == ".gz" else "w") as t:
+            t.add(member, member.name)
+    else:  # a 7z: its signature is enough to be recognised
+        path.write_bytes(b"7z\xbc\xaf\x27\x1c" + bytes(26))
+    return path
+
+
+@pytest.mark.parametrize("name", ["fer2013.zip", "fer2013.tar", "fer2013.tar.gz", "fer2013.7z", "download"])
+def test_an_archive_as_data_root_is_one_line_unpack_it_first(tmp_path: Path, capsys, name: str) -> None:
+    from train.data.layouts import main
+
+    packed = _packed(tmp_path / name, _fer2013_csv(tmp_path / "src"))
+    line = f"{packed} is an archive; unpack it first (unzip / tar -xf / 7z x) and give the unpacked folder"
+    for family in (None, "fer2013", "ferplus", "rafdb"):
+        with pytest.raises(DataError) as e:
+            load_layout(packed, family=family)
+        assert str(e.value) == line
+    with pytest.raises(DataError, match="unpack it first"):
+        load_layout(packed, layout="fer2013-csv")
+    assert main([str(packed)]) == 1 and capsys.readouterr().err.strip() == f"error: {line}"
+    if packed.suffix:  # a folder holding only the download
+        (tmp_path / "holds").mkdir()
+        packed.rename(tmp_path / "holds" / name)
+        with pytest.raises(DataError, match=f"holds: no known data layout, but archive.s. {name}: unpack them"):
+            detect_layout(tmp_path / "holds")

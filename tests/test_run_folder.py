@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from ddakern.atomic import apply_umask
-from train.run_folder import RunFolderError, check_out, clean_stale_temporaries, remove_if_empty
+from ddakern.folder_lock import release
+from train.run_folder import RunFolderError, claim, clean_stale_temporaries, remove_if_empty
+
+
+def check_out(out: Path, **kw) -> bool:
+    """claim() and give the lock back: whether the folder was created."""
+    created, fd = claim(out, **kw)
+    release(fd)
+    return created
 
 
 def test_file_and_file_parent_are_refused(tmp_path: Path) -> None:

@@ -177,7 +177,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         )
 
 
-def find_auto_resume(out: str | None, recipe: str, model: str, runs: Path = Path("runs")) -> Path | None:
+AUTO_RESUME_RUNS = Path("runs")
+"""Where `--resume auto` without --out looks: the default run folders, relative to the working directory."""
+
+
+def auto_resume_place(out: str | None, recipe: str, model: str, runs: Path = AUTO_RESUME_RUNS) -> Path:
+    """Where `--resume auto` looks, as an absolute path: --out, else runs/<recipe>-<model>-* (a pattern)."""
+    return Path(out).absolute() if out is not None else (runs / f"{recipe}-{model}-*").absolute()
+
+
+def find_auto_resume(out: str | None, recipe: str, model: str, runs: Path = AUTO_RESUME_RUNS) -> Path | None:
     """`--resume auto`: <out>/last.pt when --out is given, else the newest runs/<recipe>-<model>-*/last.pt."""
     if out is not None:
         p = Path(out) / "last.pt"

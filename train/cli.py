@@ -4,7 +4,9 @@ exit code.
 
 Exit codes (both commands): 0 finished (report written); 1 the run failed (non-finite loss, bad data,
 bad or missing checkpoint, including a bad --resume file or fusion member); 2 bad command line or
-config; 130 / 143 stopped by SIGINT / SIGTERM (train.run saves last.pt first).
+config, including an --out that another run is using; 130 / 143 stopped by SIGINT / SIGTERM (train.run saves
+last.pt first). A file that cannot be written (a full disk) fails the run with one line naming it (exit 1);
+files written before it (the previous checkpoints) are intact, as every write is atomic.
 """
 
 from __future__ import annotations
@@ -22,20 +24,22 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from ddakern.atomic import WriteError
+from ddakern.folder_lock import release
 from ddakern.models.weights import WeightsError
 from train.checkpoint import CheckpointError
 from train.config import Config, ConfigError
 from train.data import DataError
 from train.distributed import DistEnv, broadcast_object, cleanup, setup
 from train.engine import NonFiniteLoss
-from train.run_folder import RunFolderError, check_out, clean_stale_temporaries, remove_if_empty
+from train.run_folder import RunFolderError, claim, clean_stale_temporaries, remove_if_empty
 from train.signals import StopRequested
 from train.sources import choose_loader
 
 log = logging.getLogger("train")
 Job = TypeVar("Job")
 
-RUN_FAILURES = (NonFiniteLoss, DataError, WeightsError, CheckpointError)
+RUN_FAILURES = (NonFiniteLoss, DataError, WeightsError, CheckpointError, WriteError)
 """Errors that end a run with one line and exit code 1."""
 
 
@@ -76,26 +80,34 @@ def enable_fused_ops(cfg: Config) -> None:
         ddakern.use_ops_backend(cfg.ops_backend)
 
 
-def out_dir(cfg: Config, env: DistEnv, stem: str) -> tuple[Path, bool]:
+def anchor_paths(cfg: Config) -> None:
+    """Make --data-root absolute (as --out is in `out_dir`): checkpoints and config.json record it, and a
+    resume from another working directory must read the same data."""
+    if cfg.data_root is not None:
+        cfg.data_root = str(Path(cfg.data_root).expanduser().absolute())
+
+
+def out_dir(cfg: Config, env: DistEnv, stem: str) -> tuple[Path, bool, int | None]:
     """(--out, or runs/<stem>-<timestamp> chosen by rank 0 and broadcast, as an absolute path; whether this
-    call created it). Checked first (train.run_folder): a file, a file as parent, an unwritable place or a
-    folder holding a run that is not resumed (without --overwrite) is a ConfigError; stale temporaries of
-    interrupted saves are removed."""
+    call created it; the folder's lock, held by rank 0 alone so that the ranks of one run share it). Checked
+    first (train.run_folder.claim): a file, a file as parent, an unwritable place, a folder another run holds
+    or one holding a run that is not resumed (without --overwrite) is a ConfigError; stale temporaries of
+    interrupted saves are removed (under the lock: never another live run's)."""
     if cfg.out is None:
         cfg.out = broadcast_object(f"runs/{stem}-{time.strftime('%Y%m%d-%H%M%S')}", env)
     out = Path(cfg.out).absolute()
     cfg.out = str(out)  # checkpoints and config.json name the folder wherever the run is resumed from
-    created = False
+    created, lock = False, None
     if env.is_main:
         try:
-            created = check_out(out, resuming=cfg.resume is not None, overwrite=getattr(cfg, "overwrite", False))
+            created, lock = claim(out, resuming=cfg.resume is not None, overwrite=getattr(cfg, "overwrite", False))
         except RunFolderError as e:
             raise ConfigError(str(e)) from None
         for p in clean_stale_temporaries(out):
             log.info(f"removed {p} (left by an interrupted save)")
     else:
         out.mkdir(parents=True, exist_ok=True)
-    return out, created
+    return out, created, lock
 
 
 def check_ops_backend(cfg: Config, env: DistEnv) -> None:
@@ -137,15 +149,16 @@ def run_entry(
         cfg, job = configure(argv)
     except (ConfigError, *RUN_FAILURES) as e:
         return print_failure(e)
+    anchor_paths(cfg)
     try:
         env = _setup(cfg)
     except (ConfigError, RuntimeError) as e:  # RuntimeError: the asked device is not there
         cleanup()
         return print_failure(ConfigError(str(e)))
-    out, created = None, False
+    out, created, lock = None, False, None
     try:
         check_ops_backend(cfg, env)
-        out, created = out_dir(cfg, env, folder_stem(cfg, job))
+        out, created, lock = out_dir(cfg, env, folder_stem(cfg, job))
         code = body(job, Session(cfg, env, out, choose_loader(cfg.loader), started))
         created = False  # finished: the folder holds the run
         return code
@@ -156,9 +169,17 @@ def run_entry(
     except KeyboardInterrupt:  # outside the training loop (setup, final evaluation): nothing new to save
         print("interrupted outside the training loop; checkpoints already written are kept", file=sys.stderr)
         return 130
+    except WriteError as e:  # a full disk: the files written before are intact (atomic writes)
+        last = out / "last.pt" if out is not None else None
+        line = f"error: {e}"
+        if last is not None and last.is_file() and "{path}" in stop_hint:
+            line += f"; the earlier checkpoints are intact: {stop_hint.format(path=last)} once there is room"
+        print(line, file=sys.stderr)
+        return exit_code(e)
     except (ConfigError, *RUN_FAILURES) as e:
         return print_failure(e)
     finally:
         if created and out is not None and env.is_main:
             remove_if_empty(out)  # a failed run that wrote nothing leaves no empty folder behind
+        release(lock)  # the folder is free for the next run (the kernel would drop it at exit anyway)
         cleanup()

@@ -1,8 +1,9 @@
 """`python -m train.run`: train, select, evaluate (with and without TTA) and report one model.
 
 Exit codes: 0 finished (report written); 1 the run failed (non-finite loss, bad data, bad or missing
-checkpoint, including a bad --resume file); 2 bad command line or config; 130 / 143 stopped by SIGINT /
-SIGTERM after saving last.pt (continue with `--resume auto` or `--resume <out>/last.pt`).
+checkpoint, including a bad --resume file, a file that cannot be written such as on a full disk); 2 bad
+command line or config, or an --out another run is using; 130 / 143 stopped by SIGINT / SIGTERM after
+saving last.pt (continue with `--resume auto` or `--resume <out>/last.pt`).
 Under torchrun every process runs this; rank 0 alone writes checkpoints and reports.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +41,9 @@ def configure(argv: Sequence[str]) -> tuple[Config, dict[str, Any] | None]:
     if cfg.resume == "auto":
         path = ckpt_io.find_auto_resume(cfg.out, cfg.recipe, cfg.model)
         if path is None:
-            print("--resume auto: no last.pt found; starting a new run", file=sys.stderr)
+            where = ckpt_io.auto_resume_place(cfg.out, cfg.recipe, cfg.model)
+            if os.environ.get("RANK", "0") == "0":  # one line per run, not per torchrun process
+                print(f"--resume auto: no checkpoint under {where}: starting a new run", file=sys.stderr)
             return cfg, None
     else:
         path = Path(cfg.resume)

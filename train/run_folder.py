@@ -2,6 +2,8 @@
 
 - A path that is a file, sits under a file, or cannot be written is refused in one line.
 - A folder that already holds a run's results is refused unless the run resumes it or --overwrite says so.
+- A run owns its folder: it holds the folder's lock (ddakern.folder_lock, released by the kernel when the
+  process ends, so a crashed run leaves nothing stuck); a second run on the same folder is refused.
 - Temporaries of an interrupted atomic save (`.best.pt.*.tmp`) are removed at start.
 - A folder this run created and left empty (it failed before writing anything) is removed again.
 - Results get the user's umask (mkstemp creates 0600 files): ddakern.atomic writes them.
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
+from ddakern.folder_lock import FolderBusy, lock_folder, release
 
 RESULTS = ("last.pt", "best.pt", "summary.json", "metrics.jsonl")
 """Files whose presence means the folder holds (part of) a run."""
@@ -28,21 +32,14 @@ def _first_file_above(path: Path) -> Path | None:
     return None
 
 
-def check_out(out: Path, *, flag: str = "--out", resuming: bool = False, overwrite: bool = False) -> bool:
-    """Create `out` if needed after checking it can hold a run; returns True when this call created it."""
+def prepare_out(out: Path, *, flag: str = "--out") -> bool:
+    """Create `out` if needed after checking it can be a folder and can be written; True when created."""
     out = Path(out)
     blocker = _first_file_above(out)
     if blocker == out:
         raise RunFolderError(f"{flag} {out}: is a file, not a folder")
     if blocker is not None:
         raise RunFolderError(f"{flag} {out}: {blocker} is a file, so no folder can be made under it")
-    if out.is_dir() and not resuming and not overwrite:
-        held = [name for name in RESULTS if (out / name).exists()]
-        if held:
-            raise RunFolderError(
-                f"{flag} {out} already holds a run ({', '.join(held)}); continue it with --resume auto, "
-                "choose a new folder, or pass --overwrite to replace it"
-            )
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -54,6 +51,39 @@ def check_out(out: Path, *, flag: str = "--out", resuming: bool = False, overwri
             remove_if_empty(out)
         raise RunFolderError(f"{flag} {out}: cannot write there ({e.strerror or e})") from None
     return created
+
+
+def check_holds_no_run(out: Path, *, flag: str = "--out", resuming: bool = False, overwrite: bool = False) -> None:
+    """Refuse a folder that holds (part of) a run, unless this run resumes it or --overwrite says so."""
+    if resuming or overwrite:
+        return
+    held = [name for name in RESULTS if (Path(out) / name).exists()]
+    if held:
+        raise RunFolderError(
+            f"{flag} {out} already holds a run ({', '.join(held)}); continue it with --resume auto, "
+            "choose a new folder, or pass --overwrite to replace it"
+        )
+
+
+def claim(
+    out: Path, *, flag: str = "--out", resuming: bool = False, overwrite: bool = False
+) -> tuple[bool, int | None]:
+    """Make `out` ready for a run and take its lock before looking at what it holds: (whether this call
+    created `out`, the lock's descriptor to keep until the run ends; None where the filesystem has no
+    locks). A folder another run holds is refused and left alone (even one this call saw created)."""
+    created = prepare_out(out, flag=flag)
+    try:
+        fd = lock_folder(out)
+    except FolderBusy:
+        raise RunFolderError(
+            f"{flag} {out} is in use by another run; wait for it to finish or choose another folder"
+        ) from None
+    try:
+        check_holds_no_run(out, flag=flag, resuming=resuming, overwrite=overwrite)
+    except RunFolderError:
+        release(fd)
+        raise
+    return created, fd
 
 
 def clean_stale_temporaries(out: Path) -> list[Path]:

@@ -10,12 +10,12 @@ second run cannot interleave rows or take the first run's temporary files for st
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ddakern.atomic import open_temp, publish, write_text
+from ddakern.folder_lock import FolderBusy, lock_folder
 from ddakern.inference.outputs import OutputError, stale_temps
 from ddakern.inference.predictor import FaceRecord, ImageResult
 from ddakern.inference.results import RESULT_FILES, ResultsExist, csv_cells, csv_header, csv_text
@@ -87,27 +87,16 @@ class RunState:
 
 
 def lock(out: Path) -> int | None:
-    """Create OUT and hold an exclusive flock on it (released when the fd closes or the process ends);
-    None where flock does not exist (Windows) or the filesystem refuses it."""
+    """Create OUT and hold an exclusive flock on it (ddakern.folder_lock: released when the fd closes or the
+    process ends); None where flock does not exist (Windows) or the filesystem refuses it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(out, e) from None
     try:
-        import fcntl
-
-        fd = os.open(out, os.O_RDONLY)
-    except (ImportError, OSError):
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        return lock_folder(out)
+    except FolderBusy:
         raise ResultsExist(f"{out} is in use by another predict run; wait for it or choose another --out") from None
-    except OSError:  # e.g. a network filesystem without flock: run unlocked
-        os.close(fd)
-        return None
-    return fd
 
 
 def check_out(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:

@@ -94,6 +94,10 @@ def _is_fer_csv(root: Path) -> bool:
 
 
 def _is_ferplus(root: Path) -> bool:
+    """FERPlus needs its own label file (fer2013new.csv, found in a folder) beside FER2013's CSV: a lone
+    fer2013.csv, folder or file, is FER2013 only."""
+    if root.is_file():
+        return False  # one file cannot hold both
     try:
         find_ferplus_csv(root)
     except DataError:
@@ -196,11 +200,45 @@ def _matches(root: Path, family: str | None) -> list[str]:
     return found
 
 
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tbz2", ".txz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
+_ARCHIVE_MAGIC = (
+    b"PK\x03\x04",
+    b"\x1f\x8b",
+    b"BZh",
+    b"\xfd7zXZ\x00",
+    b"7z\xbc\xaf\x27\x1c",
+    b"Rar!",
+    b"\x28\xb5\x2f\xfd",
+)
+"""First bytes of zip, gzip, bzip2, xz, 7z, rar and zstd files."""
+
+
+def _is_archive(path: Path) -> bool:
+    """A packed download (zip, tar and its compressed forms, 7z, rar), by its name or its first bytes."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() in ARCHIVE_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return False
+    return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"  # ustar: an uncompressed tar
+
+
+def check_not_archive(root: Path) -> None:
+    """Refuse a packed download given as the data folder, in one line (the readers would misread it)."""
+    if _is_archive(Path(root)):
+        raise DataError(f"{root} is an archive; unpack it first (unzip / tar -xf / 7z x) and give the unpacked folder")
+
+
 def detect_layout(root: Path, family: str | None = None) -> tuple[str, Path]:
     """(layout name, the folder it is in): root itself, or its only sub-folder (an unpacked archive)."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: data folder does not exist")
+    check_not_archive(root)
     if family is not None and family not in FAMILIES:
         raise DataError(f"unknown data-set family {family!r}; expected one of {', '.join(FAMILIES)}")
     base = root
@@ -214,6 +252,9 @@ def detect_layout(root: Path, family: str | None = None) -> tuple[str, Path]:
         if len(inner) != 1:
             break
         base = base / inner[0]
+    packed = sorted(p.name for p in base.iterdir() if p.suffix.lower() in ARCHIVE_SUFFIXES) if base.is_dir() else []
+    if packed:
+        raise DataError(f"{base}: no known data layout, but archive(s) {', '.join(packed[:3])}: unpack them first")
     names = [s.name for s in LAYOUTS.values() if family in (None, s.family)]
     raise DataError(f"{root}: no known data layout found (looked for {', '.join(names)}); see README 'Data layouts'")
 
@@ -286,6 +327,7 @@ def load_layout(
 ) -> Layout:
     """Detect (or take `layout`), read and complete the splits of the data set under `root`."""
     root = Path(root)
+    check_not_archive(root)
     if layout is None:
         layout, base = detect_layout(root, family)
     elif layout not in LAYOUTS:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from ddakern.atomic import write_text
 
 from .layouts import Layout, describe, holdout_record, load_layout
 
@@ -55,14 +55,5 @@ def load_recipe_data(
 
 
 def write_split_record(path: Path, layout: Layout) -> None:
-    """split.json: per-split and per-class counts, and the files (or rows) each hold-out took."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(holdout_record(layout), fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """split.json: per-split and per-class counts, and the files (or rows) each hold-out took (atomic)."""
+    write_text(path, json.dumps(holdout_record(layout), indent=1) + "\n")
