@@ -188,6 +188,7 @@ def _pipeline_round(pred: Predictor, sources: list, out_root: Path, video: bool)
     from ddakern.inference.results import ResultWriter
 
     out = out_root / f"r{len(list(out_root.iterdir()))}"
+    out.mkdir()  # the CLI makes (and locks) --out before the writer opens its files
     writer, totals = ResultWriter(out, pred.class_names), Totals()
     opts = Options(out, progress=False)
     if video:
