@@ -18,10 +18,10 @@ import re
 import struct
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import triton
@@ -31,6 +31,7 @@ from triton.compiler import ASTSource
 from triton.runtime import driver as _driver
 from triton.runtime.jit import JITFunction
 
+from bench.aot_trace import Call, TensorSpec, replay
 from ddakern.ops._common import triton_kernels
 
 H200 = GPUTarget("cuda", 90, 32)  # H100 / H200 (sm_90), 32-thread warps
@@ -190,49 +191,21 @@ def occupancy(registers: int, shared_bytes: int, num_warps: int) -> int:
     return min(by_regs, by_shared, 32, 64 // num_warps) * num_warps
 
 
-def _empty(n: int, c: int, h: int, w: int, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty((n, c, h, w), dtype=dtype, memory_format=fmt)  # never read: launches are skipped
-
-
-def launch_attention_residual(
-    shape: tuple[int, int, int, int], dtype: torch.dtype, channels_last: bool, training: bool
-) -> None:
-    """Run the attention_residual launchers (batch statistics, forward, backward) for one case."""
-    k = triton_kernels("attention_residual")
-
-    n, c, h, w = shape
-    x, logits, grad = (_empty(n, c, h, w, dtype, channels_last) for _ in range(3))
-    weight, bias = torch.ones(c, dtype=dtype), torch.zeros(c, dtype=dtype)
-    running_mean, running_var = torch.zeros(c), torch.ones(c)
-    if training:
-        mean, rstd = k.bn_stats(logits, running_mean, running_var, 0.1, 1e-5)
-    else:
-        mean, rstd = running_mean.clone(), torch.rsqrt(running_var + 1e-5)
-    k.forward(x, logits, weight, bias, mean, rstd)
-    k.backward(grad, x, logits, weight, bias, mean, rstd, training, True, True)
-
-
-def launch_channel_attention(
-    shape: tuple[int, int, int, int], dtype: torch.dtype, channels_last: bool, scale: bool, residual: bool
-) -> None:
-    """Run the channel_attention launchers (forward, backward) for one case."""
-    k = triton_kernels("channel_attention")
-
-    n, c, h, w = shape
-    x, grad = (_empty(n, c, h, w, dtype, channels_last) for _ in range(2))
-    logits = torch.zeros((n, c), dtype=dtype)
-    s = torch.ones((n, c), dtype=dtype) if scale else None
-    k.forward(x, logits, s, residual)
-    k.backward(grad, x, logits, s, residual, True)
-
-
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _spec(shape: tuple[int, ...], dtype: str, channels_last: bool = False) -> TensorSpec:
+    """A dense tensor's TensorSpec (NCHW or channels_last strides)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return ("tensor", shape, torch.empty(shape, device="meta", memory_format=fmt).stride(), 0, dtype)
 
 
 @dataclass(frozen=True)
 class Case:
-    """One launcher call: op, N x C x H x W shape, dtype name, layout and op variant."""
+    """One hand-picked fused-op case for the quick compile: op, N x C x H x W shape, activation dtype,
+    layout and op variant. Its calls pass what the layers pass (bench.aot_trace finds the real ones; a
+    test checks that these agree with it): fp32 batch-norm weight, bias and statistics beside any
+    activation dtype, N x C logits and scale in the activation dtype."""
 
     op: str  # "attention_residual" or "channel_attention"
     shape: tuple[int, int, int, int]
@@ -245,43 +218,49 @@ class Case:
         layout = "nhwc" if self.channels_last else "nchw"
         return f"{self.op}[{self.variant}] {n}x{c}x{h}x{w} {self.dtype} {layout}"
 
-    def launch(self) -> None:
-        dtype = DTYPES[self.dtype]
+    def calls(self) -> list[Call]:
+        """The ddakern:: op calls of this case (forward and backward)."""
+        n, c, _, _ = self.shape
+        act = _spec(self.shape, self.dtype, self.channels_last)
         if self.op == "attention_residual":
-            launch_attention_residual(self.shape, dtype, self.channels_last, self.variant == "train")
-        else:
-            scale, residual = "scale" in self.variant, "residual" in self.variant
-            launch_channel_attention(self.shape, dtype, self.channels_last, scale, residual)
+            per_channel = _spec((c,), "fp32")
+            train = self.variant == "train"
+            params = (act, act, per_channel, per_channel, per_channel, per_channel, train)
+            out = [Call("bn_stats", (act, per_channel, per_channel, True, 0.1, 1e-5))] if train else []
+            out += [Call("attention_residual", params)]
+            return out + [Call("attention_residual_backward", (act, *params, True, True))]
+        rows = _spec((n, c), self.dtype)
+        scale = rows if "scale" in self.variant else None
+        residual = "residual" in self.variant
+        return [
+            Call("channel_attention", (act, rows, scale, residual)),
+            Call("channel_attention_backward", (act, act, rows, scale, residual, True)),
+        ]
+
+    def launch(self) -> None:
+        for call in self.calls():
+            replay(call)
 
 
-CA_VARIANTS = ("plain", "scale", "residual", "scale+residual")
+class Launcher(Protocol):
+    """A case to compile: its str names it, launch() makes its launcher calls."""
+
+    def launch(self) -> None: ...
 
 
-def dda_cases(
-    stages: list[tuple[int, int]], batch: int = 48, dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")
-) -> list[Case]:
-    """Every launcher call DDA makes at the given (channels, side) stage outputs."""
-    shapes = sorted({(batch, c, s, s) for c, s in stages})
-    out = []
-    for shape in shapes:
-        for dt in dtypes:
-            for cl in (False, True):
-                out += [Case("attention_residual", shape, dt, cl, v) for v in ("train", "eval")]
-                out += [Case("channel_attention", shape, dt, cl, v) for v in CA_VARIANTS]
-    return out
-
-
-def collect(cases: list[Case], target: GPUTarget = H200) -> list[dict[str, Any]]:
+def collect(cases: Sequence[Launcher], target: GPUTarget = H200) -> list[dict[str, Any]]:
     """Compile every distinct specialization the cases launch; one record per specialization with the
-    cases that use it, its constexprs, grid and resource usage (or the compile error)."""
+    cases that use it, its constexprs, grid and resource usage (or the compile error). Identical
+    specializations (same constexprs, dtypes, alignment and options: Triton's own cache key) compile
+    once. `id` ("case:launch", the first launch of it) names the record across Triton versions."""
     records: dict[str, dict[str, Any]] = {}
-    for case in cases:
+    for i, case in enumerate(cases):
         with capture(target) as launches:
             case.launch()
-        for launch in launches:
+        for j, launch in enumerate(launches):
             rec = records.get(launch.key)
             if rec is None:
-                rec = records[launch.key] = {"kernel": launch.name, "launch": launch, "cases": []}
+                rec = records[launch.key] = {"kernel": launch.name, "id": f"{i}:{j}", "launch": launch, "cases": []}
             rec["cases"].append(str(case))
     out = []
     for rec in records.values():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
 import torch
+
+from ddakern.models import create
+from ddakern.profiling import saved_tensor_bytes
 
 RESNET34_STAGES = ((64, 56), (128, 28), (256, 14), (512, 7))
 RESNET50_STAGES = ((256, 56), (512, 28), (1024, 14), (2048, 7))
@@ -150,3 +153,56 @@ def assert_matches_reference(
             f"{name}: relative error {ours:.3g} vs the {exact[name].dtype} reference, "
             f"the {t.dtype} reference's is {theirs:.3g}"
         )
+
+
+# whole-step variants (bench/test_bench_step.py, bench/step_ratios.py, bench/gpu_stage3.py)
+VARIANTS: dict[str, dict] = {
+    "eager": {},
+    "fused": {"fused": True},
+    "recompute-dda": {"recompute": "dda"},
+    "fused+recompute-dda": {"fused": True, "recompute": "dda"},
+    "recompute-all": {"recompute": "all"},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+}
+
+
+def make_step(
+    name: str,
+    opts: dict,
+    batch: int = SCALE.batch,
+    image_size: int = SCALE.image_size,
+    device: torch.device = SCALE.device,
+    amp: bool | None = None,
+) -> tuple[Callable[[], torch.Tensor], Callable[[], int], torch.nn.Module]:
+    """(one RAdam step returning its loss, activation bytes of its forward, the model) of model `name`
+    with the variant options `opts`; `amp` (default: on CUDA) runs the forward in bf16 autocast."""
+    amp = device.type == "cuda" if amp is None else amp
+    torch.manual_seed(0)
+    model = create(name, fused_ops=bool(opts.get("fused")), recompute=opts.get("recompute", "none"))
+    model = model.to(device).train()
+    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    y = torch.randint(0, 7, (batch,), device=device)
+    if opts.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if opts.get("compile") else model
+    optimizer = torch.optim.RAdam(model.parameters(), lr=1e-4, weight_decay=1e-3)
+
+    def loss_of(inp: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return torch.nn.functional.cross_entropy(forward(inp).float(), y)
+
+    def step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(x)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return loss.detach()
+
+    def saved() -> int:
+        return saved_tensor_bytes(loss_of, x, exclude=list(model.parameters()))
+
+    return step, saved, model

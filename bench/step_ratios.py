@@ -24,7 +24,7 @@ import torch
 from ddakern import atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_bench_step import VARIANTS, make_step  # noqa: E402
+from benchutil import VARIANTS, make_step  # noqa: E402  (bench/ is not a package)
 
 DEFAULT_VARIANTS = ("eager", "fused", "recompute-dda", "fused+recompute-dda", "recompute-all", "channels_last")
 

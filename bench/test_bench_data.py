@@ -10,6 +10,7 @@ epoch (pipeline build, worker start-up). Baseline: the PyTorch loader (`torch`) 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,7 +19,15 @@ from benchutil import SCALE, median_s, sync
 from train.data import SampleSet, build_loader, dali_available, load_splits, make_synthetic
 
 DATASETS = ("rafdb", "fer2013")
-LOADERS = {"torch": ("torch", SCALE.device), "dali-cpu": ("dali", SCALE.device), "dali-gpu": ("dali", "cuda")}
+# row -> (build_loader's loader, the device its pipeline runs on; None: the benchmark device)
+LOADERS = {"torch": ("torch", None), "dali-cpu": ("dali", "cpu"), "dali-gpu": ("dali", "cuda")}
+
+
+def loader_options(row: str, bench_device: torch.device) -> dict[str, Any]:
+    """build_loader's `loader` and `device` for a row. build_loader picks DALI's GPU operators for a CUDA
+    device, so "dali-cpu" asks for the CPU always; the timed loop copies its batches to the benchmark device."""
+    kind, device = LOADERS[row]
+    return {"loader": kind, "device": torch.device(device) if device else bench_device}
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +55,8 @@ def check_batch(x: torch.Tensor, y: torch.Tensor, classes: int) -> None:
 @pytest.mark.parametrize("loader_name", list(LOADERS))
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_input_pipeline(benchmark, train_splits: dict[str, SampleSet], dataset: str, loader_name: str) -> None:
-    kind, device = LOADERS[loader_name]
-    if kind == "dali" and not dali_available():
+    options = loader_options(loader_name, SCALE.device)
+    if options["loader"] == "dali" and not dali_available():
         pytest.skip("nvidia-dali is not installed (build_loader would fall back to the PyTorch loader)")
     if loader_name == "dali-gpu" and not SCALE.cuda:
         pytest.skip("the DALI GPU pipeline needs CUDA")
@@ -59,9 +68,8 @@ def test_input_pipeline(benchmark, train_splits: dict[str, SampleSet], dataset: 
         image_size=SCALE.data_image_size,
         augment=dataset,
         normalize="imagenet",
-        loader=kind,
-        device=device,
         num_threads=SCALE.data_threads,
+        **options,
     )
     epoch = iter(range(10**6))
 
@@ -73,6 +81,7 @@ def test_input_pipeline(benchmark, train_splits: dict[str, SampleSet], dataset: 
         loader.set_epoch(next(epoch))
         n = 0
         for x, y in loader:
+            x, y = x.to(SCALE.device, non_blocking=True), y.to(SCALE.device, non_blocking=True)  # dali-cpu: a copy
             check_batch(x, y, classes)
             n += y.numel()
         sync()
@@ -91,13 +100,32 @@ def test_input_pipeline(benchmark, train_splits: dict[str, SampleSet], dataset: 
             "batch": SCALE.data_batch,
             "image_size": SCALE.data_image_size,
             "threads": SCALE.data_threads,
-            "device": str(device),
+            "device": str(options["device"]),
         }
     )
     benchmark.pedantic(run_epoch, rounds=SCALE.data_rounds, iterations=1)
     med = median_s(benchmark)
     if med is not None:
         benchmark.extra_info["images_per_s"] = images / med
+
+
+@pytest.mark.parametrize("bench_device", ["cpu", "cuda"])
+def test_dali_cpu_row_builds_the_cpu_pipeline(train_splits: dict[str, SampleSet], bench_device: str) -> None:
+    """The "dali-cpu" row runs DALI's CPU operators whatever the benchmark device (on CUDA it used to get the
+    GPU pipeline, a copy of "dali-gpu"); "dali-gpu" gets the GPU ones. Builds the loaders, no GPU needed."""
+    if not dali_available():
+        pytest.skip("nvidia-dali is not installed")
+    from train.data.dali_loader import DaliLoader
+
+    options = loader_options("dali-cpu", torch.device(bench_device))
+    loader = build_loader(
+        train_splits["rafdb"], train=True, batch_size=4, image_size=32, augment="rafdb", num_threads=1, **options
+    )
+    assert isinstance(loader, DaliLoader)
+    assert loader.device == torch.device("cpu") and loader._kw["gpu"] is False  # the operators' device
+    assert loader._pipe_kw["device_id"] is None
+    assert loader_options("dali-gpu", torch.device(bench_device))["device"] == torch.device("cuda")
+    assert loader_options("torch", torch.device(bench_device))["device"] == torch.device(bench_device)
 
 
 AFFECTNET_ROWS = 50_000

@@ -11,24 +11,19 @@ on 2 cores takes minutes for the DDA graphs) and resnet50_dda limited to eager /
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import pytest
 import torch
-from benchutil import SCALE, median_s, peak_memory_bytes, peak_memory_reset, skip_compile_if_disabled, sync
+from benchutil import (
+    SCALE,
+    VARIANTS,
+    make_step,
+    median_s,
+    peak_memory_bytes,
+    peak_memory_reset,
+    skip_compile_if_disabled,
+)
 
-from ddakern.models import create
-from ddakern.profiling import saved_tensor_bytes
-
-VARIANTS: dict[str, dict] = {
-    "eager": {},
-    "fused": {"fused": True},
-    "recompute-dda": {"recompute": "dda"},
-    "fused+recompute-dda": {"fused": True, "recompute": "dda"},
-    "recompute-all": {"recompute": "all"},
-    "channels_last": {"channels_last": True},
-    "compile": {"compile": True},
-}
 MODELS = ["resnet34_dda", "resnet50_dda"]
 CPU_VARIANTS = {"resnet50_dda": ("eager", "recompute-dda", "recompute-all")}
 SMOKE_COVERED = ("fused", "recompute-dda")  # the CI smoke run has them in fused+recompute-dda
@@ -40,39 +35,6 @@ def cases():
             if not SCALE.cuda and (variant == "compile" or variant not in CPU_VARIANTS.get(model, VARIANTS)):
                 continue
             yield pytest.param(model, variant, id=f"{model}-{variant}")
-
-
-def make_step(
-    name: str, opts: dict, batch: int = SCALE.batch, image_size: int = SCALE.image_size
-) -> tuple[Callable[[], float], Callable[[], int], torch.nn.Module]:
-    """(one optimizer step returning its loss, activation bytes of its forward, the model)."""
-    torch.manual_seed(0)
-    model = create(name, fused_ops=bool(opts.get("fused")), recompute=opts.get("recompute", "none"))
-    model = model.to(SCALE.device).train()
-    x = torch.randn(batch, 3, image_size, image_size, device=SCALE.device)
-    y = torch.randint(0, 7, (batch,), device=SCALE.device)
-    if opts.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-        x = x.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if opts.get("compile") else model
-    optimizer = torch.optim.RAdam(model.parameters(), lr=1e-4, weight_decay=1e-3)
-
-    def loss_of(inp: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(SCALE.device.type, dtype=torch.bfloat16, enabled=SCALE.cuda):
-            return torch.nn.functional.cross_entropy(forward(inp).float(), y)
-
-    def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(x)
-        loss.backward()
-        optimizer.step()
-        sync()
-        return loss.detach()
-
-    def saved() -> int:
-        return saved_tensor_bytes(loss_of, x, exclude=list(model.parameters()))
-
-    return step, saved, model
 
 
 @pytest.mark.parametrize("name,variant", list(cases()))

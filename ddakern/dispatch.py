@@ -12,6 +12,11 @@ launches more small ATen kernels than the reference, because its backward recomp
 instead of keeping it. Below about 2**18 elements that fixed cost outweighs the saved passes, and
 for bf16/fp16 the torch backend's upcast copies cost more than the reference's native kernels.
 `use_kernels` is the old name of `use_ops_backend`, kept as an alias.
+
+Whether triton is installed (TRITON_AVAILABLE) and whether it interprets (TRITON_INTERPRETING) are
+decided once, at import: `backend_for` runs inside compiled regions, and torch 2.11's compiler cannot
+trace `importlib.util.find_spec` (every fused op would break the graph; fullgraph=True would fail).
+TRITON_INTERPRET must be set before triton is imported anyway, so reading it once loses nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ MODES = ("auto", "reference", "torch", "triton")
 CPU_TORCH_MIN_NUMEL = 2**18
 """Smallest CPU map (elements) for which "auto" picks the torch backend over the reference."""
 _mode = "auto"
+
+TRITON_AVAILABLE: bool = importlib.util.find_spec("triton") is not None
+"""Whether the triton package is installed (found at import, not imported)."""
+TRITON_INTERPRETING: bool = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+"""Whether TRITON_INTERPRET was set at import: Triton kernels then run on CPU tensors."""
 
 
 class _ModeRestorer:
@@ -66,13 +76,13 @@ def current_mode() -> str:
 
 
 def triton_available() -> bool:
-    """Whether the triton package is installed (not imported here)."""
-    return importlib.util.find_spec("triton") is not None
+    """Whether the triton package is installed (TRITON_AVAILABLE, decided at import)."""
+    return TRITON_AVAILABLE
 
 
 def triton_interpreting() -> bool:
-    """Whether TRITON_INTERPRET=1 lets Triton kernels run on CPU tensors."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether TRITON_INTERPRET=1 lets Triton kernels run on CPU tensors (decided at import)."""
+    return TRITON_INTERPRETING
 
 
 def backend_for(t: torch.Tensor) -> str:
@@ -89,7 +99,7 @@ def backend_for(t: torch.Tensor) -> str:
         if not t.is_cuda and not triton_interpreting():
             raise ValueError(
                 f"use_ops_backend('triton') needs CUDA tensors (got {t.device}); set TRITON_INTERPRET=1 before "
-                "importing triton to run the kernels on CPU"
+                "importing ddakern to run the kernels on CPU"
             )
         if t.dtype == torch.float64:
             raise TypeError("use_ops_backend('triton') supports float32, float16 and bfloat16, got float64")

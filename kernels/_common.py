@@ -1,4 +1,7 @@
-"""Shared helpers for the Triton launchers: layout normalisation and the block-size budget (Tuning).
+"""Shared helpers for the Triton launchers: device guard, layout normalisation and the block-size budget.
+
+Triton launches on the current CUDA device, not on the tensors' one: every launcher entry point is
+wrapped in `on_input_device`, so that an op on cuda:1 while cuda:0 is current launches on cuda:1.
 
 The budget is read from DDAKERN_TRITON_TUNING at the first launch that needs it (not at import), so a
 malformed value fails only a Triton launch, with a one-line error naming the bad entry.
@@ -8,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, TypeVar
 
 import torch
 
@@ -18,6 +23,28 @@ import torch
 def interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """torch.cuda.device(t.device) for a CUDA tensor (launches and allocations go there); else a no-op."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def on_input_device(
+    launcher: Callable[Concatenate[torch.Tensor, _P], _R],
+) -> Callable[Concatenate[torch.Tensor, _P], _R]:
+    """Run a launcher under the device guard of its first argument (a tensor on the op's device)."""
+
+    @functools.wraps(launcher)
+    def guarded(t: torch.Tensor, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with device_guard(t):
+            return launcher(t, *args, **kwargs)
+
+    return guarded
 
 
 def next_pow2(n: int) -> int:
@@ -44,15 +71,18 @@ class Tuning:
 
 TUNING_ENV = "DDAKERN_TRITON_TUNING"
 
+# bwd_tile 2048: with 4096 the backward spills registers on sm_90 whenever its loads cannot be
+# vectorised (H*W not a multiple of 16, e.g. 14x14); see bench/results/sm90_compile.md
+GPU_TUNING = Tuning(tile=4096, max_block_c=1024, target_programs=1024, num_warps=8, bwd_tile=2048)
+"""The default budget on a GPU (before DDAKERN_TRITON_TUNING); tests run it under the interpreter too."""
+INTERPRETER_TUNING = Tuning(tile=1 << 16, max_block_c=4096, target_programs=1, num_warps=4)
+"""The interpreter's default: it costs ~1-4 ms per program instance, so few programs with big tiles."""
+
 
 def _default_tuning() -> Tuning:
     if interpreting():
-        # the interpreter costs ~1-4 ms per program instance: few programs, big tiles
-        return Tuning(tile=1 << 16, max_block_c=4096, target_programs=1, num_warps=4)
-    # bwd_tile 2048: with 4096 the backward spills registers on sm_90 whenever its loads cannot be
-    # vectorised (H*W not a multiple of 16, e.g. 14x14); see bench/results/sm90_compile.md
-    base = Tuning(tile=4096, max_block_c=1024, target_programs=1024, num_warps=8, bwd_tile=2048)
-    return parse_tuning(os.environ.get(TUNING_ENV, ""), base)
+        return dataclasses.replace(INTERPRETER_TUNING)
+    return parse_tuning(os.environ.get(TUNING_ENV, ""), GPU_TUNING)
 
 
 def parse_tuning(spec: str, base: Tuning) -> Tuning:

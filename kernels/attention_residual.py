@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from ..ops._common import empty_ncp_like
-from ._common import as_ncp, blocks, cdiv, next_pow2, split_range, tuning
+from ._common import as_ncp, blocks, cdiv, next_pow2, on_input_device, split_range, tuning
 
 # ---------------------------------------------------------------------------------------------
 # batch statistics
@@ -104,6 +104,7 @@ def _stats_finalize_kernel(
         tl.store(rv_ptr + offs_c, rv.to(rv_ptr.dtype.element_ty), mask=mask_c)
 
 
+@on_input_device
 def bn_stats(
     logits: torch.Tensor,
     running_mean: torch.Tensor | None,
@@ -254,6 +255,7 @@ def _fwd_kernel(
             )
 
 
+@on_input_device
 def forward(
     x: torch.Tensor,
     logits: torch.Tensor,
@@ -465,6 +467,7 @@ def _bwd_kernel(
                     )
 
 
+@on_input_device
 def backward(
     grad: torch.Tensor,
     x: torch.Tensor,

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from ..ops._common import empty_ncp_like
-from ._common import as_ncp, cdiv, next_pow2, split_range, tuning
+from ._common import as_ncp, cdiv, next_pow2, on_input_device, split_range, tuning
 
 
 @triton.jit
@@ -173,6 +173,7 @@ def _rows(logits: torch.Tensor, scale: torch.Tensor | None) -> tuple[int, int, t
     return sln, slc, scale, scale.stride(0), scale.stride(1)
 
 
+@on_input_device
 def forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool) -> torch.Tensor:
     """x * k[n, c] with k = softmax(logits)[n, c] [* scale] [+ 1]; output in x's memory format."""
     n, c, h, w = x.shape
@@ -192,6 +193,7 @@ def forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, r
     return out
 
 
+@on_input_device
 def backward(
     grad: torch.Tensor,
     x: torch.Tensor,

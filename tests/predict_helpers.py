@@ -73,3 +73,15 @@ def corrupt_jpeg(path: Path, rgb: np.ndarray) -> Path:
     b[sos + 200 : sos + 2200] = noise
     path.write_bytes(bytes(b))
     return path
+
+
+def write_video(path: Path, n: int = 12) -> None:
+    """Frames of a real photo: a 320 x 320 window moving over it, so the face shifts left and up."""
+    import cv2
+
+    photo = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 320))
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(np.ascontiguousarray(photo[20 + 2 * i : 340 + 2 * i, 40 + 3 * i : 360 + 3 * i]))
+    writer.release()

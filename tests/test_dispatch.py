@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -61,9 +63,69 @@ def test_backend_resolution_on_cpu(monkeypatch):
             assert dispatch.backend_for(x) == "triton"
             with pytest.raises(TypeError, match="float64"):
                 dispatch.backend_for(x.double())
-        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        monkeypatch.setattr(dispatch, "TRITON_INTERPRETING", False)  # decided at import
         with pytest.raises(ValueError, match="needs CUDA tensors"):
             DF.channel_attention(x, torch.randn(2, 3))
+
+
+def _untraceable(fn):
+    """fn behind a wrapper the compiler cannot trace (as torch 2.11's dynamo treats importlib.util.find_spec)."""
+
+    @torch._dynamo.disable
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def test_dispatch_decided_at_import(monkeypatch):
+    """backend_for neither looks triton up nor reads TRITON_INTERPRET: both were decided at import."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("importlib.util.find_spec called while dispatching")
+
+    available, interpreting = dispatch.triton_available(), dispatch.triton_interpreting()
+    with FakeTensorMode():
+        x = torch.empty(2, 3, 4, 4, device="cuda")  # a fake CUDA tensor: no GPU needed
+    assert x.is_cuda
+    monkeypatch.setattr("importlib.util.find_spec", no_lookup)
+    assert dispatch.backend_for(x) == ("triton" if available else "torch")
+    if available:
+        with use_ops_backend("triton"):
+            assert dispatch.backend_for(x) == "triton"
+    if interpreting:  # an environment change after import does not flip the decision
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with use_ops_backend("triton"):
+            assert dispatch.backend_for(torch.randn(2, 3, 4, 4)) == "triton"
+
+
+def _fused_pair(x, logits, w, b, a):
+    y = DF.attention_residual(x, logits, w, b, None, None, True)
+    return DF.channel_attention(y, a, None, residual=True)
+
+
+@pytest.mark.parametrize("mode", ["auto", "reference", "torch", "triton"])
+def test_compile_fullgraph_in_every_mode(mode, monkeypatch):
+    """The fused ops trace as one graph in every backend mode, even where importlib.util.find_spec
+    cannot be traced (torch 2.11): dispatch must not call it."""
+    usable = dispatch.triton_available() and (torch.cuda.is_available() or dispatch.triton_interpreting())
+    if mode == "triton" and not usable:
+        pytest.skip("triton backend unavailable here")
+
+    # only dispatch's view of importlib: the compiler itself calls find_spec
+    untraceable = SimpleNamespace(util=SimpleNamespace(find_spec=_untraceable(importlib.util.find_spec)))
+    monkeypatch.setattr(dispatch, "importlib", untraceable)
+    torch._dynamo.reset()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    n, c = 2, 4
+    x, logits = torch.randn(n, c, 3, 3, device=dev), torch.randn(n, c, 3, 3, device=dev)
+    w, b, a = torch.rand(c, device=dev) + 0.5, torch.randn(c, device=dev), torch.randn(n, c, device=dev)
+    with use_ops_backend(mode):
+        got = torch.compile(_fused_pair, fullgraph=True, backend="eager")(x, logits, w, b, a)
+        want = _fused_pair(x, logits, w, b, a)
+    torch.testing.assert_close(got, want)
+    torch._dynamo.reset()
 
 
 def _grad_fn_names(y: torch.Tensor) -> set[str]:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ddakern.ops._common import triton_kernels
 
@@ -77,6 +78,64 @@ def test_spilling_tuning_is_reported(tmp_path, cache_dir):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert report["problems"] and all("_bwd_kernel" in p and "spills" in p for p in report["problems"])
     assert any("48x256x14x14" in p for p in report["problems"])
+
+
+def _signature(call) -> tuple:
+    """An op call's dtypes: each tensor argument's dtype, None, or the other argument's type."""
+    kinds = [a[4] if isinstance(a, tuple) else None if a is None else type(a).__name__ for a in call.args]
+    return (call.op, *kinds)
+
+
+@pytest.mark.parametrize("amp", ["fp32", "bf16", "fp16"])
+def test_quick_cases_pass_what_the_layers_pass(amp):
+    """The hand-picked cases (bench.aot.Case: the quick compile's) call the fused ops with the dtypes the real
+    layers pass in a training step (DDA's mask head, channel attention with a scale, the fusion's residual
+    gate after a convolution): under AMP bf16 / fp16 activations, logits and scale with fp32 batch-norm
+    weight, bias and statistics (the cases used to pass half-precision ones: a specialization training
+    never launches). Fake tensors."""
+    from bench import aot, aot_trace
+    from ddakern.layers.channel_attention import ChannelAttention
+    from ddakern.layers.dual_domain_fusion import DualDomainFusion
+    from ddakern.layers.mask_head import MaskHead
+
+    dtype = aot_trace.AMP[amp]
+    with aot_trace.recording() as traced:
+        conv, head = torch.nn.Conv2d(8, 8, 3, padding=1), MaskHead(8, fused_ops=True)
+        gate, fusion = ChannelAttention(8, fused_ops=True), DualDomainFusion(16, 8, fused_ops=True)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            x = conv(torch.randn(2, 8, 6, 6))
+            out = head(x, x) + gate(x, scale=torch.nn.functional.adaptive_avg_pool2d(x, 1)) + fusion(x, x)
+        out.float().sum().backward()
+    layers = {_signature(c) for c in traced}
+    variants = [("attention_residual", v) for v in ("train", "eval")]
+    variants += [("channel_attention", v) for v in ("plain", "scale+residual")]
+    cases = [aot.Case(op, (48, 64, 56, 56), amp, cl, v) for op, v in variants for cl in (False, True)]
+    quick = {_signature(c) for case in cases for c in case.calls()}
+    assert quick == layers
+    assert next(c.args[2] for c in traced if c.op == "attention_residual")[4] == "fp32"  # bn.weight
+
+
+def test_full_report_merges_versions_and_reports_spills():
+    """The offline full run's merge and report: one row per specialization with each Triton's usage, a
+    spill in a streaming kernel listed (with its version) and counted in the summary."""
+    from bench import sm90_compile as sc
+
+    call = "attention_residual(48x64x56x56:bf16, ...)"
+    usage = dict(registers=96, stack_bytes=0, local_bytes=0, shared_bytes=512, load_vector=4, store_vector=4)
+    rec = dict(kernel="_fwd_kernel", id="0:0", constants={"BLOCK_C": 64, "CENTER": True}, dtypes=["*bf16", "*fp32"])
+    rec.update(num_warps=8, programs=960, cases=[call], n_cases=2, sass_instructions=500, warps_per_sm=16)
+    spilling = {**rec, **usage, "registers": 255, "stack_bytes": 48}
+    parts = [{"triton": "3.8.0", "kernels": [{**rec, **usage}]}, {"triton": "3.6.0", "kernels": [spilling]}]
+    records = sc.merge(parts, {call: ["resnet18_dda train bf16 nchw batch 48"]})
+    assert len(records) == 1 and records[0]["triton"]["3.6.0"]["stack_bytes"] == 48
+    found = sc.full_problems(records)
+    assert len(found) == 1 and found[0].startswith("triton 3.6.0: _fwd_kernel") and "resnet18_dda train" in found[0]
+    summary = dict(runs=1, calls=1, trace_seconds=1.0)
+    counts = dict(specializations=1, seconds=1.0, streaming_spills=0, errors=0)
+    summary["triton"] = {v: dict(counts, spilling=int(v == "3.6.0")) for v in ("3.8.0", "3.6.0")}
+    text = sc.full_markdown(summary, records)
+    assert "| 3.6.0 | _fwd_kernel | BLOCK_C=64 CENTER | bf16,fp32 |" in text and "| 255 | 48 |" in text
+    assert text.count("\n| _fwd_kernel |") == 1
 
 
 def test_parse_tuning_overrides_and_errors():

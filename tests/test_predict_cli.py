@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from predict_helpers import astronaut, coffee, corrupt_jpeg, write_checkpoint
+from predict_helpers import astronaut, coffee, corrupt_jpeg, write_checkpoint, write_video
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("skimage")
@@ -69,16 +69,6 @@ def test_results_are_not_overwritten_unasked(ckpt, tmp_path):
     assert (out / "predictions.csv").read_bytes() == before
     assert predict(str(ckpt), str(img), "--out", str(out), "--overwrite").returncode == 0
     assert not list(out.glob(".*.tmp"))  # temp files renamed away
-
-
-def write_video(path: Path, n: int = 12) -> None:
-    """Frames of a real photo: a 320 x 320 window moving over it, so the face shifts left and up."""
-    photo = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 320))
-    assert writer.isOpened()
-    for i in range(n):
-        writer.write(np.ascontiguousarray(photo[20 + 2 * i : 340 + 2 * i, 40 + 3 * i : 360 + 3 * i]))
-    writer.release()
 
 
 def test_video_every_k_with_smoothing(ckpt, tmp_path):

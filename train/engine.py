@@ -194,7 +194,11 @@ class Trainer:
         return int(signum)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimisation step, no host-device sync; returns detached per-step sums [loss, correct, count]."""
+        """One optimisation step; returns detached per-step sums [loss, correct, count].
+
+        No host-device sync (tests/test_cuda_dry_run.py traces it on fake CUDA tensors), except with
+        --amp fp16: torch's GradScaler.step reads its inf check on the host before a foreach optimiser steps.
+        """
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         self.model.train()
@@ -211,7 +215,8 @@ class Trainer:
         with torch.no_grad():
             n = y.shape[0]
             correct = (logits.argmax(1) == y).sum()
-            count = torch.tensor(float(n), dtype=torch.float64, device=loss.device)
+            # a fill kernel: torch.tensor(n, device=...) would copy from pageable host memory, which syncs
+            count = torch.full((), float(n), dtype=torch.float64, device=loss.device)
             sums = torch.stack([loss.detach().double() * n, correct.double(), count])
         return sums
 

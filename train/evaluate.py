@@ -94,6 +94,30 @@ def _score_plain(
     return score
 
 
+def confusion_counts(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Flat (true x predicted) counts of one batch, num_classes**2 int64, computed on the device.
+
+    A broadcast comparison rather than torch.bincount: on CUDA bincount reads the input's min and max
+    on the host (two syncs a batch) to size its output.
+    """
+    bins = torch.arange(num_classes * num_classes, device=y.device)
+    return ((y * num_classes + pred).unsqueeze(1) == bins).sum(0)
+
+
+def add_batch(
+    score: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_sum: torch.Tensor,
+    confusion: torch.Tensor,
+    num_classes: int,
+) -> None:
+    """Score one batch into the running sums, in place and on the device: no host-device sync."""
+    loss, pred = score(x, y)
+    loss_sum += loss.double()
+    confusion += confusion_counts(y, pred, num_classes)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -117,9 +141,7 @@ def evaluate(
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     start = time.perf_counter()
     for x, y in loader:
-        loss, pred = score(x, y)
-        loss_sum += loss.double()
-        confusion += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
+        add_batch(score, x, y, loss_sum, confusion, num_classes)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

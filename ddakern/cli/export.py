@@ -17,6 +17,7 @@ import torch
 
 from ddakern.inference.checkpoint import CheckpointError, ModelSpec, load_model
 from ddakern.inference.export import FORMATS, export, parity, runner
+from ddakern.inference.requires import MissingExtra, require
 
 
 def real_batch(spec: ModelSpec, sample: Path | None) -> tuple[str, torch.Tensor] | None:
@@ -49,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=Path, help="a real photo for the parity check (default: skimage astronaut)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="relative parity tolerance")
     args = p.parse_args(argv)
+    try:  # decided before any work: ONNX needs onnx (writing) and onnxruntime (the parity check)
+        require(["onnx", "onnxruntime"] if args.format == "onnx" else [], f"export --format {args.format}")
+    except MissingExtra as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     out = args.out or args.checkpoint.with_suffix(FORMATS[args.format])
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite or choose another --out", file=sys.stderr)

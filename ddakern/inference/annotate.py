@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ddakern.atomic import temp_path
+from ddakern.inference.outputs import OutputError
 from ddakern.inference.predictor import ImageResult
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -74,9 +75,13 @@ def annotate(rgb: np.ndarray, result: ImageResult, class_names: tuple[str, ...],
 
 
 def write_image(path: Path, rgb: np.ndarray) -> None:
-    """Write an RGB image atomically (temp file in the same folder, then rename); format from the suffix."""
+    """Write an RGB image atomically (temp file in the same folder, then rename); format from the suffix.
+    Any failure is an OutputError naming `path` (OpenCV's imwrite only returns False)."""
     import cv2
 
-    with temp_path(path, suffix=path.suffix) as tmp:  # cv2 picks the format from the suffix
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{path}: OpenCV could not write this image")
+    try:
+        with temp_path(path, suffix=path.suffix) as tmp:  # cv2 picks the format from the suffix
+            if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+                raise OutputError(path, "OpenCV could not write this image")
+    except (OSError, cv2.error) as e:
+        raise e if isinstance(e, OutputError) else OutputError(path, e) from None

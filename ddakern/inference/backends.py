@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def class_probabilities(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """N x C class probabilities on `device` of a batch `x` (any device): the model's part of a
+    prediction, queued on the device without reading anything back (the caller reads the result)."""
+    logits = forward(x.to(device, non_blocking=True))
+    return torch.softmax(logits.float(), dim=1)
+
+
 class TorchBackend:
     """An eval-mode module on `device`; `compile=True` wraps it in torch.compile (dynamic batch)."""
 
@@ -40,8 +50,7 @@ class TorchBackend:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> np.ndarray:
-        logits = self.forward(x.to(self.device, non_blocking=True))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return class_probabilities(self.forward, x, self.device).cpu().numpy()
 
 
 class OnnxBackend:

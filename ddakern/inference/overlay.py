@@ -9,6 +9,7 @@ import numpy as np
 from ddakern.atomic import temp_path
 from ddakern.inference.attention import attention_maps
 from ddakern.inference.images import preprocess
+from ddakern.inference.outputs import OutputError
 from ddakern.inference.predictor import FaceRecord, ImageResult, Predictor
 
 CROP_PX = 224
@@ -65,34 +66,34 @@ def _bars(ax, face: FaceRecord, names: tuple[str, ...]) -> None:
 
 
 def save_figure(fig, path: Path) -> None:
-    """savefig to a temporary file in the same folder, then rename (atomic)."""
+    """savefig to a temporary file in the same folder, then rename (atomic); failures are OutputErrors."""
     import matplotlib.pyplot as plt
 
     try:
         with temp_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=110, facecolor=fig.get_facecolor())
+    except OSError as e:
+        raise e if isinstance(e, OutputError) else OutputError(path, e) from None
     finally:
         plt.close(fig)
 
 
 class AttentionWriter:
-    """predict's per-result callback: OUT/attention/<image>[_frame<k>]_face<i>.png for every face."""
+    """predict's per-result callback: OUT/attention/<stem>[_frame<k>]_face<i>.png for every face, the
+    stem the input's unique output stem (`stems`, see outputs.output_stems; else its file stem)."""
 
-    def __init__(self, model, pred: Predictor, folder: Path, summary: str = "focus") -> None:
+    def __init__(
+        self, model, pred: Predictor, folder: Path, summary: str = "focus", stems: dict[str, str] | None = None
+    ) -> None:
         self.model, self.pred, self.folder, self.summary = model, pred, folder, summary
-        self.written: list[Path] = []
+        self.stems = stems or {}
 
     def __call__(self, name: str, frame: int | None, rgb: np.ndarray, result: ImageResult) -> None:
         device = next(self.model.parameters()).device
-        stem = Path(name).stem + ("" if frame is None else f"_frame{frame:06d}")
+        stem = self.stems.get(name) or Path(name).stem
+        stem += "" if frame is None else f"_frame{frame:06d}"
         for i, face in enumerate(result.faces):
             crop = face.crop
             x = preprocess([crop], self.pred.spec.image_size, self.pred.mean, self.pred.std).to(device)
             maps = attention_maps(self.model, x, self.summary)
-            path = self.folder / f"{stem}_face{i}.png"
-            n = 1
-            while path in self.written:  # same file name from another folder
-                n += 1
-                path = self.folder / f"{stem}-{n}_face{i}.png"
-            save_figure(render(face, crop, maps, self.pred.class_names), path)
-            self.written.append(path)
+            save_figure(render(face, crop, maps, self.pred.class_names), self.folder / f"{stem}_face{i}.png")

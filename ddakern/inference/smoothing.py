@@ -26,6 +26,10 @@ class Smoother:
         self.weight, self.min_iou = weight, min_iou
         self.tracks: list[tuple[tuple[int, int, int, int], np.ndarray]] = []
 
+    def prime(self, faces: list[FaceRecord]) -> None:
+        """Take already smoothed faces (a resumed video's last recorded frame) as the previous frame."""
+        self.tracks = [(f.box, np.array(list(f.probabilities.values()))) for f in faces]
+
     def __call__(self, faces: list[FaceRecord]) -> list[FaceRecord]:
         """Smooth `faces` in place (probabilities and label) and remember them for the next frame."""
         used: set[int] = set()

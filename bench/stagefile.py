@@ -1,0 +1,181 @@
+"""Cut-proof result files of bench/gpu_check.sh's stages (standard library only).
+
+A stage file (`stage<N>.json`) is one JSON object rewritten atomically (a temporary beside it, then
+os.replace) after every measured row, so a stage killed at any moment leaves its last complete state.
+Its layout: {"stage": N, "parts": {part: {...}}, "checks": {check: {...}}}. A *part* is one process the
+shell runs under its own `timeout`; a *check* is one measured section inside it (rows, verdict, status).
+
+The shell calls `start` before a part (the file exists, marked "started", before any work) and `mark`
+after it, which turns a part or check still "started"/"running" into "killed" (timeout's exit codes) or
+"crashed". `start` also records which files were already in the folder: the proof that each earlier
+stage wrote its results before this one began. Standard library only, so the shell's calls cost
+milliseconds (importing ddakern would import torch); hence its own six-line atomic write.
+
+    python3 bench/stagefile.py start OUT/stage1.json --stage 1 --part pytest --limit 80
+    python3 bench/stagefile.py mark OUT/stage1.json --part pytest --rc 124
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_PROCESS_START = time.monotonic()
+KILLED_RCS = (124, 137, 143, -9, -15)  # timeout's TERM (124), KILL (137), a TERM that reached python (143)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write obj as JSON to path atomically (never a half-written file, even when killed mid-write)."""
+    write_text(path, json.dumps(obj, indent=1, default=str))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write text (UTF-8) to path atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what any new file of the user gets
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The stage file's object ({} when absent or unreadable: a killed writer never leaves half a file)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def now() -> float:
+    """Wall-clock seconds (comparable across the stage processes)."""
+    return round(time.time(), 3)
+
+
+class Check:
+    """One check of a stage: `data` is its JSON section; `save()` after every row; `finish()` at the end.
+
+    Its soft deadline (`GPU_CHECK_DEADLINE_S`, seconds from the process start, set by the shell a little
+    below the hard timeout) lets it stop between rows and still end normally; `left()` says how much is
+    left. While a check is open, SIGTERM marks it "killed" and saves before the process exits."""
+
+    def __init__(self, stage_file: StageFile, name: str, part: str) -> None:
+        self.file, self.name = stage_file, name
+        self.started = time.monotonic()
+        self.data: dict[str, Any] = {"status": "running", "part": part, "started_at": now()}
+        stage_file.data.setdefault("checks", {})[name] = self.data
+        self.save()
+        signal.signal(signal.SIGTERM, self._on_term)
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.data["status"] = "killed"
+        self.data["note"] = "SIGTERM (the part's hard timeout) during this check"
+        self.save()
+        os._exit(143)
+
+    def left(self) -> float:
+        """Seconds left before the soft deadline of this process (inf when none is set)."""
+        limit = os.environ.get("GPU_CHECK_DEADLINE_S")
+        return float(limit) - (time.monotonic() - _PROCESS_START) if limit else float("inf")
+
+    def save(self) -> None:
+        self.data["elapsed_s"] = round(time.monotonic() - self.started, 3)
+        self.file.save()
+
+    def finish(self, ok: bool, status: str = "done") -> bool:
+        """Record the verdict and save; returns ok."""
+        self.data.update(status=status, ok=bool(ok), finished_at=now())
+        self.save()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return ok
+
+
+class StageFile:
+    """The stage's JSON object, reloaded on open (earlier parts' sections kept) and saved whole."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data = read_json(self.path)
+
+    def check(self, name: str, part: str = "") -> Check:
+        return Check(self, name, part)
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+
+def start(path: Path, stage: int, part: str, limit: float) -> None:
+    """Create or extend the stage file with a part marked "started" before the part's process runs."""
+    sf = StageFile(path)
+    sf.data.setdefault("stage", stage)
+    present = sorted(p.name for p in path.parent.iterdir() if p.is_file() and not p.name.startswith("."))
+    sf.data.setdefault("parts", {})[part] = {
+        "status": "started",
+        "limit_s": limit,
+        "started_at": now(),
+        "files_present": present,
+    }
+    sf.data.setdefault("checks", {})
+    sf.save()
+
+
+def mark(path: Path, part: str, rc: int) -> str:
+    """After a part's process ended with `rc`: its status, and that of any check it left running."""
+    sf = StageFile(path)
+    info = sf.data.setdefault("parts", {}).setdefault(part, {})
+    if rc == 0:
+        status = "done"
+    elif rc in KILLED_RCS:
+        status = "killed"
+    elif rc == 1:
+        status = "failed"  # the part ran to its end and found a problem
+    else:
+        status = "crashed"
+    info.update(status=status, rc=rc, finished_at=now())
+    for check in sf.data.get("checks", {}).values():
+        if check.get("part") == part and check.get("status") in ("started", "running"):
+            check["status"] = "killed" if rc in KILLED_RCS else "crashed"
+    sf.save()
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="start / mark a part of a gpu_check stage file")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("start")
+    s.add_argument("file", type=Path)
+    s.add_argument("--stage", type=int, required=True)
+    s.add_argument("--part", required=True)
+    s.add_argument("--limit", type=float, required=True)
+    m = sub.add_parser("mark")
+    m.add_argument("file", type=Path)
+    m.add_argument("--part", required=True)
+    m.add_argument("--rc", type=int, required=True)
+    args = p.parse_args(argv)
+    if args.cmd == "start":
+        start(args.file, args.stage, args.part, args.limit)
+    else:
+        print(f"gpu_check: {args.file.name} part {args.part}: {mark(args.file, args.part, args.rc)} (rc {args.rc})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
