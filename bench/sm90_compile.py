@@ -86,18 +86,20 @@ def quick_cases(batch: int = 48, shapes: list[tuple[int, int]] | None = None) ->
     return out
 
 
+def problem(kernel: str, constants: Any, usage: dict[str, Any], where: str) -> str | None:
+    """The line for a compile error or a streaming-kernel spill of one compiled kernel, else None."""
+    if "error" in usage:
+        return f"{kernel} {constants} failed to compile ({where}): {usage['error']}"
+    if kernel in STREAMING and spilled(usage):
+        regs, stack = usage["registers"], usage["stack_bytes"]
+        return f"{kernel} {constants} spills ({regs} registers, {stack} B stack) in {where}"
+    return None
+
+
 def problems(records: list[dict[str, Any]]) -> list[str]:
     """One line per compile error or streaming-kernel spill."""
-    out = []
-    for r in records:
-        if "error" in r:
-            out.append(f"{r['kernel']} {r['constants']} failed to compile ({r['cases'][0]}): {r['error']}")
-        elif r["kernel"] in STREAMING and (r["stack_bytes"] or r["local_bytes"]):
-            out.append(
-                f"{r['kernel']} {r['constants']} spills ({r['registers']} registers, {r['stack_bytes']} B stack) "
-                f"in {r['cases'][0]}"
-            )
-    return out
+    found = (problem(r["kernel"], r["constants"], r, r["cases"][0]) for r in records)
+    return [line for line in found if line]
 
 
 def markdown(records: list[dict[str, Any]]) -> str:
@@ -196,17 +198,12 @@ def merge(parts: list[dict[str, Any]], where: dict[str, list[str]]) -> list[dict
 
 def full_problems(records: list[dict[str, Any]]) -> list[str]:
     """Compile errors and streaming-kernel spills, per Triton version."""
-    out = []
-    for r in records:
-        for version, u in r["triton"].items():
-            if "error" in u:
-                out.append(f"triton {version}: {r['kernel']} {r['constants']} failed ({r['call']}): {u['error']}")
-            elif r["kernel"] in STREAMING and (u["stack_bytes"] or u["local_bytes"]):
-                out.append(
-                    f"triton {version}: {r['kernel']} {r['constants']} spills ({u['registers']} registers, "
-                    f"{u['stack_bytes']} B stack) in {r['call']} ({r['run']})"
-                )
-    return out
+    found = (
+        (version, problem(r["kernel"], r["constants"], u, f"{r['call']} ({r['run']})"))
+        for r in records
+        for version, u in r["triton"].items()
+    )
+    return [f"triton {version}: {line}" for version, line in found if line]
 
 
 def spilled(u: dict[str, Any]) -> bool:
