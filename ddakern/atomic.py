@@ -31,8 +31,8 @@ class WriteError(OSError):
 
 
 def _explained(e: OSError) -> bool:
-    """An OSError of the writer's own kind (a WriteError, predict's OutputError) already says what failed."""
-    return type(e).__module__ != "builtins"
+    """A WriteError (predict's OutputError is one) already says what failed and where."""
+    return isinstance(e, WriteError)
 
 
 def current_umask() -> int:

@@ -17,6 +17,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path, PurePath
 
+from ddakern.atomic import WriteError
+
 WRITABLE_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 """Suffixes an annotated image keeps (OpenCV 4.x writes them for RGB); others become .png."""
 
@@ -25,13 +27,16 @@ TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 """ddakern.atomic's temporary names: `.<target name>.<mkstemp's 8 random characters><suffix>`."""
 
 
-class OutputError(OSError):
-    """A result file that could not be written; `str()` is one line: `cannot write PATH: cause`."""
+class OutputError(WriteError):
+    """A result file that could not be written; `str()` is one line: `cannot write PATH: cause`.
+
+    A WriteError whose cause may also be a sentence (OpenCV reports no errno), so the atomic writers
+    pass it through unchanged."""
 
     def __init__(self, path: str | Path, cause: str | BaseException) -> None:
         self.path = Path(path)
         self.cause = reason(cause) if isinstance(cause, BaseException) else cause
-        super().__init__(f"cannot write {self.path}: {self.cause}")
+        OSError.__init__(self, f"cannot write {self.path}: {self.cause}")
 
     def __str__(self) -> str:
         return self.args[0]
