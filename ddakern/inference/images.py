@@ -43,6 +43,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as im:
+            if im.format == "JPEG" and im.mode in ("RGB", "L") and _orientation(im) == 1:
+                fast = _decode_jpeg(path)
+                if fast is not None:
+                    return fast
             im.load()
             return pil_to_rgb(im, str(path))
     except FileNotFoundError:
@@ -53,11 +57,33 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{path}: not a readable image ({e})") from None
 
 
+def _decode_jpeg(path: Path) -> np.ndarray | None:
+    """An upright RGB or gray baseline JPEG decoded by libjpeg-turbo through simplejpeg: the same pixels
+    as PIL (both libjpeg-turbo, accurate DCT, fancy upsampling; pinned by a test) in about 0.4x the time,
+    which matters to `predict` on photo folders. Strict: corrupt data raises. None without simplejpeg."""
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    try:
+        return simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB", strict=True)
+    except ValueError as e:
+        raise ImageError(f"{path}: not a readable image ({e})") from None
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF Orientation tag (1 = upright; also 1 without one, or if EXIF is unreadable)."""
+    try:
+        return int(im.getexif().get(ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make a readable image unreadable
+        return 1
+
+
 def upright(im: Image.Image) -> Image.Image:
     """The image turned as its EXIF Orientation tag says (unchanged without one, or if EXIF is unreadable)."""
+    if _orientation(im) == 1:
+        return im
     try:
-        if im.getexif().get(ORIENTATION, 1) == 1:
-            return im
         return ImageOps.exif_transpose(im) or im
     except Exception:  # noqa: BLE001 - a broken EXIF block must not make a readable image unreadable
         return im
