@@ -103,3 +103,9 @@ def test_the_engine_imports_itself_relatively():
             names += [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
             absolute += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "train"]
     assert not absolute
+
+
+def test_readme_shows_the_help_as_it_is():
+    text = (ROOT / "README.md").read_text()
+    shown = text.split("$ ddakern --help\n", 1)[1].split("```", 1)[0]
+    assert shown == cli.usage() + "\n"

@@ -106,7 +106,7 @@ def usage(front: str = "ddakern") -> str:
     return (
         f"usage: {front} COMMAND [options]\n\ncommands:\n"
         + "\n".join(lines)
-        + f"\n\n`{front} COMMAND --help` shows a command's options. Optional packages: "
+        + f"\n\n`{front} COMMAND --help` shows a command's options. Their optional packages:\n"
         "pip install 'ddakern[train]' (train, fuse, prepare), 'ddakern[predict]' (predict, export to ONNX)."
     )
 
