@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from types import TracebackType
 
 import torch
@@ -34,8 +35,20 @@ _mode = "auto"
 
 TRITON_AVAILABLE: bool = importlib.util.find_spec("triton") is not None
 """Whether the triton package is installed (found at import, not imported)."""
-TRITON_INTERPRETING: bool = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-"""Whether TRITON_INTERPRET was set at import: Triton kernels then run on CPU tensors."""
+TRUE_VALUES = ("1", "true", "on", "yes", "y")
+"""The TRITON_INTERPRET values Triton (3.4+ `knobs.runtime.interpret`) reads as on, in any case."""
+
+
+def triton_interpret_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether TRITON_INTERPRET (in environ, default os.environ) asks Triton to run kernels through its CPU
+    interpreter, parsed as Triton parses it: "1", "true", "on", "yes", "y" in any case; anything else, such as
+    "0", "false" or unset, is off. The one parser for the library, the kernels, the engine and the benches."""
+    value = (os.environ if environ is None else environ).get("TRITON_INTERPRET", "")
+    return value.lower() in TRUE_VALUES
+
+
+TRITON_INTERPRETING: bool = triton_interpret_requested()
+"""Whether TRITON_INTERPRET was on at import: Triton kernels then run on CPU tensors."""
 
 
 class _ModeRestorer:

@@ -53,6 +53,13 @@ _HOOKS_KW = (
 profiling.saved_tensor_bytes counting them); older torch lets them bypass the hooks."""
 
 
+class Recomputable(nn.Module):
+    """A block that checkpoints its own branches while its `recompute` flag is set (DDA). set_recompute's
+    "dda" mode sets the flag on each one; a base class here, so that this module imports no layer."""
+
+    recompute: bool = False
+
+
 def parse_mode(mode: str | bool | None) -> str:
     """A recompute mode from a name, or timm's bool (True = "all", False/None = "none")."""
     if mode is None or mode is False:
@@ -171,9 +178,7 @@ def set_recompute(model: nn.Module, mode: str | bool | None) -> nn.Module:
         raise ValueError(
             f"recompute 'all' needs a model with set_grad_checkpointing; {type(model).__name__} has none (use 'dda')"
         )
-    from ddakern.layers.dda import DDA
-
     for m in model.modules():
-        if isinstance(m, DDA):
+        if isinstance(m, Recomputable):
             m.recompute = mode == "dda"
     return model

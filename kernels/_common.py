@@ -19,10 +19,12 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import torch
 
+from ..dispatch import triton_interpret_requested
+
 
 def interpreting() -> bool:
-    """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET on, read now)."""
+    return triton_interpret_requested()
 
 
 _P = ParamSpec("_P")

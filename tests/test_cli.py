@@ -19,7 +19,7 @@ def test_help_lists_commands(capsys):
 def test_unknown_command_is_one_line(capsys):
     assert main(["nonsense"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: unknown command 'nonsense' (commands: check")
+    assert len(lines) == 1 and lines[0].startswith("error: unknown command 'nonsense' (commands: train, fuse")
 
 
 def test_check_runs_a_step():

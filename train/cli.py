@@ -12,12 +12,10 @@ files written before it (the previous checkpoints) are intact, as every write is
 from __future__ import annotations
 
 import logging
-import os
 import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,16 +23,19 @@ import numpy as np
 import torch
 
 from ddakern.atomic import WriteError
+from ddakern.dispatch import triton_interpret_requested
 from ddakern.folder_lock import release
 from ddakern.models.weights import WeightsError
-from train.checkpoint import CheckpointError
-from train.config import Config, ConfigError
-from train.data import DataError
-from train.distributed import DistEnv, broadcast_object, cleanup, setup
-from train.engine import NonFiniteLoss
-from train.run_folder import RunFolderError, claim, clean_stale_temporaries, remove_if_empty
-from train.signals import StopRequested
-from train.sources import choose_loader
+
+from .checkpoint import CheckpointError
+from .config import Config, ConfigError
+from .data import DataError
+from .distributed import DistEnv, broadcast_object, cleanup, setup
+from .engine import NonFiniteLoss
+from .run_folder import RunFolderError, claim, clean_stale_temporaries, remove_if_empty
+from .session import Session
+from .signals import StopRequested
+from .sources import choose_loader
 
 log = logging.getLogger("train")
 Job = TypeVar("Job")
@@ -52,18 +53,6 @@ def print_failure(e: BaseException) -> int:
     """Print `error: <one line>` on stderr; returns the exit code."""
     print(f"error: {e}", file=sys.stderr)
     return exit_code(e)
-
-
-@dataclass
-class Session:
-    """What every entry point's body gets: the config, the process's place, the run folder, the input
-    pipeline that runs (decided once, see `train.sources.choose_loader`) and the start time."""
-
-    cfg: Config
-    env: DistEnv
-    out: Path
-    loader: str
-    started: float
 
 
 def seed_everything(seed: int) -> None:
@@ -114,7 +103,7 @@ def check_ops_backend(cfg: Config, env: DistEnv) -> None:
     """--ops-backend triton needs a CUDA device (or TRITON_INTERPRET=1): found at start-up, not mid-step."""
     if not getattr(cfg, "fused_ops", False) or getattr(cfg, "ops_backend", "auto") != "triton":
         return
-    if env.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if env.device.type != "cuda" and not triton_interpret_requested():
         raise ConfigError(
             f"--ops-backend triton needs a CUDA device (the run is on {env.device}); "
             "use --ops-backend auto or torch, or set TRITON_INTERPRET=1 to run the kernels interpreted"

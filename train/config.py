@@ -19,8 +19,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ddakern.cli import prog as cli_prog
 from ddakern.normalization import NORMALIZATIONS
-from train.data.layouts import LAYOUTS
+
+from .data.layouts import LAYOUTS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -357,10 +359,11 @@ EPILOG = (
 )
 
 
-def build_parser(prog: str = "python -m train.run", description: str | None = None) -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     """The `python -m train.run` parser, grouped; options left out stay out of the namespace (SUPPRESS)."""
+    run = f"{__package__}.run"  # train.run from a checkout, ddakern_train.run installed
     p = _ArgumentParser(
-        prog=prog,
+        prog=prog or cli_prog(run, f"python -m {run}"),
         description=description or "Train a ddakern model. Defaults come from --recipe, then --config, then flags.",
         argument_default=argparse.SUPPRESS,
         epilog=EPILOG,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from train.config import Config
+from .config import Config
 
 
 def nan_loss_now(cfg: Config, global_step: int) -> bool:

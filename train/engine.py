@@ -21,18 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddakern import atomic
-from train import checkpoint as ckpt_io
-from train import debug
-from train.checkpoint import State
-from train.config import Config
-from train.distributed import DistEnv, all_reduce_max, all_reduce_sum, barrier, gather_objects
-from train.evaluate import EvalResult, evaluate
-from train.model_prep import prepare_model
-from train.progress import EpochBar
-from train.report import write_metrics
-from train.resume import replay_epochs, seek
-from train.signals import SignalFlag, StopRequested
-from train.sources import collect_skips
+
+from . import checkpoint as ckpt_io
+from . import debug
+from .checkpoint import State
+from .config import Config
+from .distributed import DistEnv, all_reduce_max, all_reduce_sum, barrier, gather_objects
+from .evaluate import EvalResult, evaluate
+from .model_prep import prepare_model
+from .progress import EpochBar
+from .report import write_metrics
+from .resume import replay_epochs, seek
+from .signals import SignalFlag, StopRequested
+from .sources import collect_skips
 
 __all__ = ["NonFiniteLoss", "State", "StopRequested", "Trainer", "autocast_factory"]
 log = logging.getLogger("train")

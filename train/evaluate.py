@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.distributed import DistEnv, all_reduce_sum
+from .distributed import DistEnv, all_reduce_sum
 
 
 @dataclass

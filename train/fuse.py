@@ -19,16 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ddakern.extras import TRAIN, require_at_start
+
+require_at_start(TRAIN, "fuse", "train", __name__)  # one line, before any import that needs [train]
+
+from ddakern.cli import prog
 from ddakern.ensemble import METHODS, create_ensemble
 from ddakern.inference.checkpoint import model_of
 from ddakern.models import list_models
-from train import checkpoint as ckpt_io
-from train.cli import Session, enable_fused_ops, run_entry, seed_everything
-from train.config import Config, ConfigError, parse_cli, resolve
-from train.engine import Trainer, autocast_factory
-from train.evaluate import evaluate_all
-from train.report import fusion_summary, write_json, write_outputs
-from train.sources import load_data, make_loaders, protocol
+
+from . import checkpoint as ckpt_io
+from .cli import Session, enable_fused_ops, run_entry, seed_everything
+from .config import Config, ConfigError, parse_cli, resolve
+from .engine import Trainer, autocast_factory
+from .evaluate import evaluate_all
+from .report import fusion_summary, write_json, write_outputs
+from .sources import load_data, make_loaders, protocol
 
 FUSION_DEFAULTS: dict[str, dict[str, Any]] = {
     "late": {"epochs": 3, "lr": 1e-2, "weight_decay": 0.0},
@@ -43,8 +49,8 @@ _MEMBER_KEYS_NOT_INHERITED = {"resume", "out", "epochs", "lr", "weight_decay", "
 def parse_fusion_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """Fusion options; everything else is a `train.run` flag (data, batch, amp, epochs, ...)."""
     p = argparse.ArgumentParser(
-        prog="python -m train.fuse",
-        description="Fuse two trained models. Other flags are train.run's (see python -m train.run --help).",
+        prog=prog(f"{__package__}.fuse", f"python -m {__package__}.fuse"),
+        description=f"Fuse two trained models. Other flags are train.run's (see python -m {__package__}.run --help).",
     )
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--members", required=True, nargs=2, type=Path, metavar=("A.pt", "B.pt"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.config import Config
-from train.distributed import DistEnv
+from .config import Config
+from .distributed import DistEnv
 
 
 def prepare_model(net: nn.Module, cfg: Config, env: DistEnv) -> tuple[nn.Module, nn.Module]:

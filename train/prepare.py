@@ -19,13 +19,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ddakern.extras import PREPARE, require_at_start
+
+require_at_start(PREPARE, "prepare", "train", __name__)  # one line, before any import that needs [train]
+
 import numpy as np
 from tqdm import tqdm
 
 from ddakern.atomic import write_bytes
-from train.data.errors import DataError
-from train.data.scan import image_files
-from train.face_detect import Detector, crop_face, detect_largest_face, load_detector
+from ddakern.cli import prog
+
+from .data.errors import DataError
+from .data.scan import image_files
+from .face_detect import Detector, crop_face, detect_largest_face, load_detector
 
 
 @dataclass
@@ -128,7 +134,9 @@ def write_report(out: Path, report: PrepareReport) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train.prepare", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog=prog(f"{__package__}.prepare", f"python -m {__package__}.prepare"), description=__doc__.split("\n")[0]
+    )
     p.add_argument("--data-root", required=True, type=Path, help="folder of images (class folders)")
     p.add_argument("--out", required=True, type=Path, help="where the crops go (same relative paths)")
     p.add_argument("--size", type=int, default=224, help="crop side in pixels (0: keep the crop's resolution)")

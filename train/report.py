@@ -21,9 +21,9 @@ import torch
 from ddakern.atomic import temp_path, write_text
 
 if TYPE_CHECKING:
-    from train.checkpoint import State
-    from train.cli import Session
-    from train.evaluate import EvalResult
+    from .checkpoint import State
+    from .evaluate import EvalResult
+    from .session import Session
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from train import checkpoint as ckpt_io
+from . import checkpoint as ckpt_io
 
 log = logging.getLogger("train")
 

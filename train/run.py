@@ -17,17 +17,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ddakern.extras import TRAIN, require_at_start
+
+require_at_start(TRAIN, "train", "train", __name__)  # one line, before any import that needs [train]
+
 import torch
 
 from ddakern.models import create
-from train import checkpoint as ckpt_io
-from train.cli import Session, enable_fused_ops, run_entry, seed_everything
-from train.config import Config, ConfigError, parse_cli, resolve
-from train.data.layouts import Layout
-from train.engine import Trainer
-from train.evaluate import EvalResult, evaluate_all
-from train.report import run_summary, write_json, write_outputs
-from train.sources import collect_skips, load_data, make_loaders, protocol, record_splits, settle_loader
+
+from . import checkpoint as ckpt_io
+from .cli import Session, enable_fused_ops, run_entry, seed_everything
+from .config import Config, ConfigError, parse_cli, resolve
+from .data.layouts import Layout
+from .engine import Trainer
+from .evaluate import EvalResult, evaluate_all
+from .report import run_summary, write_json, write_outputs
+from .sources import collect_skips, load_data, make_loaders, protocol, record_splits, settle_loader
 
 log = logging.getLogger("train")
 

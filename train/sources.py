@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from train.config import Config
-from train.data import SampleSet, build_loader, build_tta_loader, dali_available, load_splits, make_synthetic
-from train.data.layouts import Layout
-from train.data.loader_choice import choose, probe_subset
-from train.data.run_data import load_recipe_data, write_split_record
-from train.data.skips import SkipLog
-from train.distributed import DistEnv, barrier, broadcast_object, gather_objects
+from .config import Config
+from .data import SampleSet, build_loader, build_tta_loader, dali_available, load_splits, make_synthetic
+from .data.layouts import Layout
+from .data.loader_choice import choose, probe_subset
+from .data.run_data import load_recipe_data, write_split_record
+from .data.skips import SkipLog
+from .distributed import DistEnv, barrier, broadcast_object, gather_objects
 
 log = logging.getLogger("train")
 

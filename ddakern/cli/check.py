@@ -7,11 +7,12 @@ import time
 
 import torch
 
+from ddakern.cli import prog
 from ddakern.models import create
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddakern check", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog(__name__, "python -m ddakern check"), description=__doc__)
     parser.add_argument("--model", default="resnet34_dda")
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--batch-size", type=int, default=2)

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
+from ddakern.cli import prog
+from ddakern.extras import MissingExtra, require
 from ddakern.inference.calibration import CalibrationError, face_images, run_data_root
 from ddakern.inference.checkpoint import CheckpointError, ModelSpec, model_of, read_checkpoint
 from ddakern.inference.export import FORMATS, export, export_weights, parity, runner
-from ddakern.inference.requires import MissingExtra, require
 
 
 def real_batch(spec: ModelSpec, sample: Path | None) -> tuple[str, torch.Tensor] | None:
@@ -50,7 +51,7 @@ def real_batch(spec: ModelSpec, sample: Path | None) -> tuple[str, torch.Tensor]
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ddakern export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog(__name__, "python -m ddakern export"), description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--format", required=True, choices=tuple(FORMATS))
     p.add_argument("--out", type=Path, help="output file (default: next to the checkpoint)")

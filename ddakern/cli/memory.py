@@ -10,11 +10,12 @@ import torch
 
 from ddakern import memory, recompute
 from ddakern.atomic import write_text
+from ddakern.cli import prog
 from ddakern.models import create, list_models
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ddakern memory", description=__doc__)
+    p = argparse.ArgumentParser(prog=prog(__name__, "python -m ddakern memory"), description=__doc__)
     p.add_argument("--model", default="resnet50_dda", help=f"one of: {', '.join(list_models())}")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--amp", choices=list(memory.AMP_DTYPES), default="none")

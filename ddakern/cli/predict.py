@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ddakern.cli import prog
+from ddakern.extras import MissingExtra, for_predict, require
 from ddakern.inference.checkpoint import CheckpointError
 from ddakern.inference.detect import DETECTORS, DetectorError, parse_min_face
 from ddakern.inference.outputs import OutputError, output_stems
-from ddakern.inference.requires import MissingExtra, for_predict, require
 from ddakern.inference.results import ResultsExist, ResultWriter
 from ddakern.inference.run_state import (
     STATE_FILE,
@@ -38,7 +39,7 @@ from ddakern.inference.sources import Source, collect
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ddakern predict", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog(__name__, "python -m ddakern predict"), description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="train.run / train.fuse checkpoint, or an exported .onnx")
     p.add_argument("inputs", nargs="+", help="image files, folders (recursive), video files, webcam index")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")

@@ -21,15 +21,34 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ddakern.inference.predictor import Predictor, Prepared
-
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class PreparedItem(Protocol):
+    """What stream reads of a prepared item (predictor.Prepared): its faces (.., .., crop), skip, error."""
+
+    faces: list[tuple[Any, Any, np.ndarray]]
+    skip: bool
+    error: Exception | None
+
+
+P = TypeVar("P", bound=PreparedItem)
+
+
+class Classifier(Protocol):
+    """What stream calls on the classifier (predictor.Predictor); a protocol, so this module does not
+    import the predictor that imports it."""
+
+    batch_size: int
+
+    def classify(self, crops: list[np.ndarray]) -> Any: ...
+
+    def result(self, prepared: Any, probs: list[np.ndarray]) -> Any: ...
 
 
 @dataclass
@@ -113,15 +132,15 @@ def background(items: Iterable[T], depth: int = 8) -> Iterator[T]:
 
 
 def stream(
-    pred: Predictor,
+    pred: Classifier,
     items: Iterable[T],
-    prepare: Callable[[T], Prepared],
+    prepare: Callable[[T], P],
     *,
     workers: int,
     ahead: int | None = None,
     hold: int = 64,
     stats: StreamStats | None = None,
-) -> Iterator[tuple[Prepared, Any]]:
+) -> Iterator[tuple[P, Any]]:
     """(prepared, ImageResult or None) per item, in order: `prepare` (decode, detect, crop) runs in
     `workers` threads, faces are classified in full batches of `pred.batch_size` across items.
 
@@ -131,7 +150,7 @@ def stream(
     stats = stats if stats is not None else StreamStats()
     bs = pred.batch_size
     ahead = ahead if ahead is not None else 2 * max(1, workers) + 2
-    waiting: deque[Prepared] = deque()  # prepared, in order, not yet emitted
+    waiting: deque[P] = deque()  # prepared, in order, not yet emitted
     todo: list[np.ndarray] = []  # face crops not yet classified, in order
     rows: deque[np.ndarray] = deque()  # probabilities of classified faces not yet emitted, in order
 
@@ -147,7 +166,7 @@ def stream(
             rows.extend(probs)
         del todo[:take]
 
-    def ready() -> Iterator[tuple[Prepared, Any]]:
+    def ready() -> Iterator[tuple[P, Any]]:
         while waiting and len(rows) >= len(waiting[0].faces):
             p = waiting.popleft()
             probs = [rows.popleft() for _ in p.faces]

@@ -31,7 +31,7 @@ def halving_chain(size: Size2, steps: int) -> list[Size2]:
     return sizes
 
 
-class DDA(nn.Module):
+class DDA(_recompute.Recomputable):
     """Dual-Domain Attention for the host map after ResNet stage `stage` (1..4).
 
     Spatial path: `4 - stage` stride-2 ConvBNs (width `spatial_width`). Context path: adapters and

@@ -380,7 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m train.data.layouts", description="Show the data layout found in DIR.")
+    from ddakern.cli import prog
+
+    name = f"{__package__}.layouts"
+    p = argparse.ArgumentParser(prog=prog(name, f"python -m {name}"), description="Show the data layout found in DIR.")
     p.add_argument("root", type=Path)
     p.add_argument("--family", choices=FAMILIES)
     p.add_argument("--layout", choices=list(LAYOUTS))
