@@ -15,8 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._common import empty_ncp_like
 from ._common import as_ncp, blocks, cdiv, next_pow2, on_input_device, split_range, tuning
+from .layout import empty_ncp_like
 
 # ---------------------------------------------------------------------------------------------
 # batch statistics

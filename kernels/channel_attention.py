@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._common import empty_ncp_like
 from ._common import as_ncp, cdiv, next_pow2, on_input_device, split_range, tuning
+from .layout import empty_ncp_like
 
 
 @triton.jit
