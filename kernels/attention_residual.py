@@ -255,6 +255,11 @@ def _fwd_kernel(
             )
 
 
+def forward_blocks(c: int, hw: int, channels_last: bool) -> tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_P, channel chunks) the forward launcher chooses for C x (H*W) maps under the budget in force."""
+    return blocks(c, hw, channels_last)
+
+
 @on_input_device
 def forward(
     x: torch.Tensor,

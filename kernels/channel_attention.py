@@ -166,6 +166,12 @@ def _blocks(c: int, hw: int, c_contiguous: bool) -> tuple[int, int, int]:
     return block_c, block_p, block_l
 
 
+def forward_blocks(c: int, hw: int, channels_last: bool) -> tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_P, channel chunks of the logits row) the forward launcher chooses under the budget in force."""
+    block_c, block_p, block_l = _blocks(c, hw, channels_last)
+    return block_c, block_p, cdiv(c, block_l)
+
+
 def _rows(logits: torch.Tensor, scale: torch.Tensor | None) -> tuple[int, int, torch.Tensor, int, int]:
     sln, slc = logits.stride()
     if scale is None:

@@ -67,6 +67,18 @@ def check_same_dtype(name: str, t: Tensor, x: Tensor, op: str) -> None:
         raise TypeError(f"{op}: {name} dtype {t.dtype} differs from x dtype {x.dtype}")
 
 
+def check_arg(
+    name: str, t: object, x: Tensor, shapes: tuple[tuple[int, ...], ...], op: str, *, same_dtype: bool = True
+) -> Tensor:
+    """t itself when it is a floating-point Tensor of one of `shapes` on x's device (and of x's dtype when
+    `same_dtype`); else a one-line error naming op and argument."""
+    t = check_tensor(name, t, op)
+    check_like(name, t, x, shapes, op)
+    if same_dtype:
+        check_same_dtype(name, t, x, op)
+    return t
+
+
 def check_x(x: object, op: str) -> Tensor:
     """x is a non-empty floating-point N x C x H x W Tensor."""
     x = check_tensor("x", x, op)
