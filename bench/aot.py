@@ -31,7 +31,8 @@ from triton.compiler import ASTSource
 from triton.runtime import driver as _driver
 from triton.runtime.jit import JITFunction
 
-from bench.aot_trace import Call, TensorSpec, replay
+from bench.aot_trace import Call, recording, replay
+from ddakern.ops import registry
 from ddakern.ops._common import triton_kernels
 
 H200 = GPUTarget("cuda", 90, 32)  # H100 / H200 (sm_90), 32-thread warps
@@ -194,20 +195,15 @@ def occupancy(registers: int, shared_bytes: int, num_warps: int) -> int:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _spec(shape: tuple[int, ...], dtype: str, channels_last: bool = False) -> TensorSpec:
-    """A dense tensor's TensorSpec (NCHW or channels_last strides)."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return ("tensor", shape, torch.empty(shape, device="meta", memory_format=fmt).stride(), 0, dtype)
-
-
 @dataclass(frozen=True)
 class Case:
     """One hand-picked fused-op case for the quick compile: op, N x C x H x W shape, activation dtype,
-    layout and op variant. Its calls pass what the layers pass (bench.aot_trace finds the real ones; a
-    test checks that these agree with it): fp32 batch-norm weight, bias and statistics beside any
-    activation dtype, N x C logits and scale in the activation dtype."""
+    layout and op variant (one of its OpSpec's, ddakern.ops.registry). Its calls are those the op's public
+    function makes on the op's registered example inputs (fake tensors): the inputs the layers pass
+    (bench.aot_trace finds the real ones; a test checks that these agree with it): fp32 batch-norm
+    weight, bias and statistics beside any activation dtype, N x C logits and scale in the activation dtype."""
 
-    op: str  # "attention_residual" or "channel_attention"
+    op: str  # a registered op's name
     shape: tuple[int, int, int, int]
     dtype: str
     channels_last: bool
@@ -219,23 +215,13 @@ class Case:
         return f"{self.op}[{self.variant}] {n}x{c}x{h}x{w} {self.dtype} {layout}"
 
     def calls(self) -> list[Call]:
-        """The ddakern:: op calls of this case (forward and backward)."""
-        n, c, _, _ = self.shape
-        act = _spec(self.shape, self.dtype, self.channels_last)
-        if self.op == "attention_residual":
-            per_channel = _spec((c,), "fp32")
-            train = self.variant == "train"
-            params = (act, act, per_channel, per_channel, per_channel, per_channel, train)
-            out = [Call("bn_stats", (act, per_channel, per_channel, True, 0.1, 1e-5))] if train else []
-            out += [Call("attention_residual", params)]
-            return out + [Call("attention_residual_backward", (act, *params, True, True))]
-        rows = _spec((n, c), self.dtype)
-        scale = rows if "scale" in self.variant else None
-        residual = "residual" in self.variant
-        return [
-            Call("channel_attention", (act, rows, scale, residual)),
-            Call("channel_attention_backward", (act, act, rows, scale, residual, True)),
-        ]
+        """The ddakern:: op calls of this case (forward and backward), recorded on fake tensors."""
+        spec = registry.get(self.op)
+        with recording() as calls:
+            ex = spec.example(self.shape, DTYPES[self.dtype], channels_last=self.channels_last, values=False,
+                              variant=self.variant)  # fmt: skip
+            ex.run(spec.fused).backward(ex.grad)
+        return list(dict.fromkeys(calls))
 
     def launch(self) -> None:
         for call in self.calls():

@@ -1,7 +1,8 @@
 """Correctness and speed of the fused DDA ops at real DDA shapes (one H200 run; CPU --dry-run for tests).
 
-For each host (ResNet-34 / ResNet-50 stage outputs), dtype (fp32, bf16) and op (attention_residual in
-training mode, channel_attention with scale and residual) it checks the fused op (forward and every
+For each host (ResNet-34 / ResNet-50 stage outputs), dtype (fp32, bf16) and registered op
+(ddakern.ops.registry, in its checked variant: attention_residual in training mode, channel_attention
+with scale and residual) it checks the fused op (forward and every
 gradient) against the autograd reference, and times fused vs eager reference vs torch.compile of the
 reference, forward and forward+backward (medians via triton.testing.do_bench on CUDA). Achieved GB/s
 counts the minimum traffic (each input read once, each output written once) against a measured
@@ -32,17 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchutil import RESNET34_STAGES, RESNET50_STAGES  # noqa: E402
 from bench.stagefile import StageFile  # noqa: E402
-from ddakern import functional as DF  # noqa: E402
 from ddakern.atomic import write_text as atomic_write  # noqa: E402
 from ddakern.dispatch import use_ops_backend  # noqa: E402
-from ddakern.ops import attention_residual as ar_op  # noqa: E402
-from ddakern.ops import channel_attention as ca_op  # noqa: E402
+from ddakern.ops import registry  # noqa: E402
 from ddakern.ops._common import triton_kernels  # noqa: E402
 
 HOSTS = {"resnet34": list(RESNET34_STAGES), "resnet50": list(RESNET50_STAGES)}
 DRY_HOSTS = {"resnet34": [(4, 6), (8, 3)], "resnet50": [(8, 6), (16, 3)]}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-OPS = ("attention_residual", "channel_attention")
 # the issue's target case (ResNet-50 stage 1, bf16), measured first so no deadline can skip it
 HEADLINE = {"op": "attention_residual", "host": "resnet50", "stage": 0, "dtype": "bf16"}
 TARGETS = {"vs_eager": 2.5, "vs_compiled": 1.3, "copy_fraction": 0.70}  # fwd+bwd, at least
@@ -112,82 +110,58 @@ def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 class Case:
-    """Inputs and callables of one (op, shape, dtype)."""
+    """Inputs and callables of one (op, shape, dtype): the op's registered example (ddakern.ops.registry),
+    its checked variant (attention_residual in training mode, channel_attention with scale and residual)."""
 
     def __init__(
         self, op: str, n: int, c: int, s: int, dtype: torch.dtype, device: torch.device, channels_last: bool = False
     ) -> None:
-        g = torch.Generator(device="cpu").manual_seed(113 + c + s)
         self.op, self.dtype = op, dtype
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.x = torch.randn(n, c, s, s, generator=g).to(device, dtype).contiguous(memory_format=fmt)
-        self.grad = torch.randn(n, c, s, s, generator=g).to(device, dtype).contiguous(memory_format=fmt)
-        if op == "attention_residual":
-            self.logits = torch.randn(n, c, s, s, generator=g).mul(2).to(device, dtype).contiguous(memory_format=fmt)
-            self.weight = (torch.rand(c, generator=g) + 0.5).to(device)
-            self.bias = (torch.randn(c, generator=g) * 0.3).to(device)
-            self.rm = torch.zeros(c, device=device)
-            self.rv = torch.ones(c, device=device)
-            self.leaves = [self.x, self.logits, self.weight, self.bias]
-        else:
-            self.logits = torch.randn(n, c, generator=g).mul(2).to(device, dtype)
-            self.scale = (torch.rand(n, c, generator=g) + 0.5).to(device, dtype)
-            self.leaves = [self.x, self.logits, self.scale]
-        # minimum traffic in tensors of x's size: fwd reads x, logits, writes out; bwd adds dy, dx, dlogits
-        big = self.x.numel() * self.x.element_size()
-        self.bytes_fwd = big * (3 if op == "attention_residual" else 2)
-        self.bytes_fwd_bwd = big * (8 if op == "attention_residual" else 5)
+        self.spec = registry.get(op)
+        self.example = self.spec.example((n, c, s, s), dtype, device, channels_last=channels_last, seed=113 + c + s)
+        self.x, self.grad, self.leaves = self.example.tensors["x"], self.example.grad, self.example.leaves
+        # minimum traffic: every input read once, the output written; bwd adds dy, the inputs again, the grads
+        self.bytes_fwd = self.example.min_bytes("fwd")
+        self.bytes_fwd_bwd = self.example.min_bytes("fwd+bwd")
 
     def call(self, fn: Callable[..., torch.Tensor], leaves: list[torch.Tensor]) -> torch.Tensor:
-        if self.op == "attention_residual":
-            x, logits, w, b = leaves
-            stats = (self.rm, self.rv) if x.dtype != torch.float64 else (None, None)  # batch stats either way
-            return fn(x, logits, w, b, *stats, True)
-        x, logits, scale = leaves
-        return fn(x, logits, scale, True)
+        return self.example.run(fn, leaves)
 
     def fused(self) -> Callable[..., torch.Tensor]:
-        return DF.attention_residual if self.op == "attention_residual" else DF.channel_attention
+        return self.spec.fused
 
     def ref(self) -> Callable[..., torch.Tensor]:
-        return ar_op.reference if self.op == "attention_residual" else ca_op.reference
+        return self.spec.reference
 
 
-def grads_of(case: Case, fn: Callable[..., torch.Tensor], dtype: torch.dtype | None = None) -> list[torch.Tensor]:
-    leaves = [t.detach().to(dtype or t.dtype).requires_grad_() for t in case.leaves]
-    out = case.call(fn, leaves)
-    out.backward(case.grad.to(out.dtype))
-    return [out.detach()] + [t.grad for t in leaves]
+def grads_of(example: registry.Example, fn: Callable[..., torch.Tensor]) -> list[torch.Tensor]:
+    """fn's output and the gradient of every differentiable input, on fresh leaves (state restored after)."""
+    leaves = [t.detach().requires_grad_() for t in example.leaves]
+
+    def run() -> list[torch.Tensor]:
+        out = example.run(fn, leaves)
+        out.backward(example.grad.to(out.dtype))
+        return [out.detach()] + [t.grad for t in leaves]
+
+    return example.keeping_state(run)  # type: ignore[return-value]
 
 
 Grads = list[torch.Tensor]
 
 
-def _keeping_running_stats(case: Case, fn: Callable[[], Any]) -> Any:
-    """fn() with the case's running statistics restored afterwards, so every run starts alike."""
-    rm, rv = (case.rm.clone(), case.rv.clone()) if case.op == "attention_residual" else (None, None)
-    out = fn()
-    if rm is not None:
-        case.rm.copy_(rm)
-        case.rv.copy_(rv)
-    return out
-
-
 def references(case: Case) -> tuple[Grads, Grads]:
     """Output and gradients of the reference in the case dtype and in float64."""
     with use_ops_backend("reference"):
-        return _keeping_running_stats(
-            case, lambda: (grads_of(case, case.ref()), grads_of(case, case.ref(), torch.float64))
-        )
+        return grads_of(case.example, case.ref()), grads_of(case.example.to(torch.float64), case.ref())
 
 
 def check(case: Case, backend: str, refs: tuple[Grads, Grads] | None = None) -> dict[str, Any]:
     """Errors of fused and reference (in the case dtype) against a float64 reference; refs, when given,
     are the case's `references` (computed once for the sweep's many budgets)."""
     with use_ops_backend(backend):
-        fused = _keeping_running_stats(case, lambda: grads_of(case, case.fused()))
+        fused = grads_of(case.example, case.fused())
     ref, ref64 = refs if refs is not None else references(case)
-    names = ["out", "dx", "dlogits"] + (["dweight", "dbias"] if case.op == "attention_residual" else ["dscale"])
+    names = ["out"] + [f"d{name}" for name in case.spec.grad_names]
     errs = {}
     ok = True
     worst = 0.0
@@ -324,7 +298,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([*cells, gbs]) + " |")
     tg = report.get("targets")
     if tg:
-        lines += ["", f"## Targets (attention_residual fwd+bwd, {tg['case']})", ""]
+        lines += ["", f"## Targets ({HEADLINE['op']} fwd+bwd, {tg['case']})", ""]
         lines += ["| budget | vs eager | vs torch.compile | of copy bandwidth |", "|---|---|---|---|"]
         for name in ("default", "best_sweep"):
             if name not in tg:
@@ -395,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         for dname in args.dtypes.split(",")
         for host in args.hosts.split(",")
         for c, s in hosts[host]
-        for op in OPS
+        for op in registry.names()  # every registered fused op, each in its checked variant
     ]
     head_c, head_s = hosts.get(HEADLINE["host"], [(0, 0)])[HEADLINE["stage"]]
     headline = (HEADLINE["op"], HEADLINE["host"], head_c, head_s, HEADLINE["dtype"])

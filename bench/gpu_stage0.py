@@ -20,6 +20,7 @@ from bench.benchutil import make_step
 from bench.gpu_check import Case, check
 from bench.stagefile import StageFile
 from ddakern.dispatch import use_ops_backend
+from ddakern.ops import registry
 
 # the ResNet-50 stage-1 map (the issue's headline case) for both ops, bf16 activations, fp32 BN parameters
 OPS_SHAPE = {"gpu": (48, 256, 56), "dry": (2, 16, 6)}
@@ -32,12 +33,13 @@ STEP = {
 
 
 def ops_check(sf: StageFile, dev: torch.device) -> bool:
-    """attention_residual (training) and channel_attention (scale + residual), bf16, vs the reference."""
+    """Every registered fused op in its checked variant (attention_residual training, channel_attention scale +
+    residual), bf16, vs the reference."""
     chk = sf.check("ops", part="basics")
     n, c, s = OPS_SHAPE["dry" if dry_run() else "gpu"]
     rows = chk.data.setdefault("rows", [])
     ok = True
-    for op in ("attention_residual", "channel_attention"):
+    for op in registry.names():
         t0 = time.monotonic()
         try:
             res = check(Case(op, n, c, s, torch.bfloat16, dev), "triton")

@@ -32,6 +32,7 @@ from gpucommon import ROOT, device, dry_run, error_line, loaded_modules, sanitiz
 
 from bench.gpu_check import Case, check
 from bench.stagefile import Check, StageFile
+from ddakern.ops import registry
 from ddakern.ops._common import triton_kernels
 
 kcommon = triton_kernels("_common")
@@ -61,7 +62,6 @@ ROWS = {
 }  # fmt: skip
 BATCH = {"gpu": 4, "dry": 2}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-OPS = ("attention_residual", "channel_attention")
 
 
 class Recorder:
@@ -103,14 +103,15 @@ def run_pytest(sf: StageFile, extra: list[str]) -> bool:
 
 def paths(op: str, c: int, s: int, n: int, channels_last: bool) -> dict[str, int]:
     """Blocks, channel chunks and position splits the op's forward launcher chooses for this map under the
-    budget in force (attention_residual: `blocks`; channel_attention: its logits-row chunk BLOCK_L)."""
-    if op == "attention_residual":
-        block_c, block_p, chunks = kcommon.blocks(c, s * s, channels_last)
-    else:
-        block_c, block_p, block_l = triton_kernels("channel_attention")._blocks(c, s * s, channels_last)
-        chunks = -(-c // block_l)
+    budget in force (each kernels module's `forward_blocks`)."""
+    block_c, block_p, chunks = triton_kernels(op).forward_blocks(c, s * s, channels_last)
     _, splits = kcommon.split_range(s * s, block_p, n)
     return {"block_c": block_c, "block_p": block_p, "chunks": chunks, "splits": splits}
+
+
+def budget_plan(mode: str) -> list[tuple[str, str, bool, str, int, int]]:
+    """(op, dtype, channels_last, budget, channels, size) rows: each of ROWS for every registered op."""
+    return [(op, *row) for row in ROWS[mode] for op in registry.names()]
 
 
 def run_budget(sf: StageFile, dev: torch.device) -> bool:
@@ -120,7 +121,7 @@ def run_budget(sf: StageFile, dev: torch.device) -> bool:
     rows = chk.data.setdefault("rows", [])
     chk.data["budgets"] = BUDGETS[mode]
     ok = True
-    plan = [(op, *row) for row in ROWS[mode] for op in OPS]
+    plan = budget_plan(mode)
     for i, (op, dname, cl, budget, c, s) in enumerate(plan):
         if chk.left() < 0:
             chk.data["skipped_deadline"] = [f"{o} {d} {'CL' if l else 'NCHW'} {b} {cc}@{ss}"
@@ -157,7 +158,7 @@ def memcheck_case() -> dict[str, Any]:
     out = {}
     runs = (("default", "fp32", False), ("chunked", "bf16", True))
     for budget, dname, cl in runs[:1] if mode == "dry" else runs:  # dry run: the code path, cheaply
-        for op in OPS:
+        for op in registry.names():
             with kcommon.tuned(**BUDGETS[mode][budget]):
                 res = check(Case(op, n, c, s, DTYPES[dname], dev, channels_last=cl), "triton")
             out[f"{op} {dname} {budget}"] = res["ok"]

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import aot, aot_trace  # noqa: E402
 from ddakern.atomic import write_text as atomic_write  # noqa: E402
+from ddakern.ops import registry  # noqa: E402
 from ddakern.ops._common import triton_kernels  # noqa: E402
 
 # kernels that read or write the N x C x H x W tensors: a spill there costs bandwidth at every element
@@ -71,7 +72,8 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 
 def quick_cases(batch: int = 48, shapes: list[tuple[int, int]] | None = None) -> list[aot.Case]:
-    """One case per code path: main shape, unaligned H*W, chunked channels, small C; both layouts.
+    """One case per code path: main shape, unaligned H*W, chunked channels, small C; both layouts; every
+    registered op in each of its variants.
 
     bf16 (the training dtype on a GPU, where register pressure shows first) at every shape, fp32 at the
     main shape only: the fp32 specializations of the other shapes are in the full run.
@@ -81,8 +83,7 @@ def quick_cases(batch: int = 48, shapes: list[tuple[int, int]] | None = None) ->
         for dt in ("fp32", "bf16") if (c, s) == QUICK_SHAPES[0] else ("bf16",):
             for cl in (False, True):
                 shape = (batch, c, s, s)
-                out += [aot.Case("attention_residual", shape, dt, cl, v) for v in ("train", "eval")]
-                out += [aot.Case("channel_attention", shape, dt, cl, v) for v in ("plain", "scale+residual")]
+                out += [aot.Case(spec.name, shape, dt, cl, v) for spec in registry.ops() for v in spec.variants]
     return out
 
 

@@ -15,7 +15,6 @@ step are finite and, fused, match the unfused block's.
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Callable
 
 import pytest
@@ -32,51 +31,30 @@ from benchutil import (
 )
 
 from ddakern import DDA
-from ddakern import functional as DF
 from ddakern.dispatch import use_ops_backend
+from ddakern.ops import registry
 from ddakern.profiling import saved_tensor_bytes
 
-OPS = ("attention_residual", "channel_attention")
 PASSES = ("fwd", "fwd+bwd")
 VARIANTS = ("reference", "torch", "compile", "triton")
 _COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
 
 
-def nbytes(*tensors: torch.Tensor | None) -> int:
-    """Total bytes of the given tensors (None entries count zero)."""
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
-
-
 class OpCase:
-    """Inputs of one fused op at one shape and dtype, and how to call an implementation on them."""
+    """One registered op's example inputs at one shape and dtype (ddakern.ops.registry; its checked variant:
+    attention_residual with training-mode batch norm, channel_attention with the context path's GAP scale
+    plus the fusion module's residual), and how to call an implementation on them."""
 
     def __init__(self, op: str, n: int, c: int, s: int, dtype: torch.dtype, device: torch.device) -> None:
-        g = torch.Generator(device=device).manual_seed(113 + c + s)
-
-        def randn(*shape: int, std: float = 1.0, mean: float = 0.0, d: torch.dtype = dtype) -> torch.Tensor:
-            t = torch.randn(shape, generator=g, device=device, dtype=torch.float32).mul_(std).add_(mean)
-            return t.to(d).requires_grad_()
-
         self.op = op
-        self.names = ("x", "logits", "weight", "bias") if op == "attention_residual" else ("x", "logits", "scale")
-        self.x = randn(n, c, s, s)
-        self.grad = randn(n, c, s, s).detach()
-        if op == "attention_residual":
-            self.logits = randn(n, c, s, s, std=2.0)
-            self.weight = randn(c, std=0.2, mean=1.0, d=torch.float32)  # batch-norm affine stays fp32
-            self.bias = randn(c, std=0.3, d=torch.float32)
-            self.running = (torch.zeros(c, device=device), torch.ones(c, device=device))
-            self.leaves = [self.x, self.logits, self.weight, self.bias]
-        else:  # the context path's gate with the GAP scale, plus the fusion module's residual
-            self.logits = randn(n, c, std=2.0)
-            self.scale = randn(n, c, std=0.2, mean=1.0)
-            self.leaves = [self.x, self.logits, self.scale]
+        self.spec = registry.get(op)
+        self.example = self.spec.example((n, c, s, s), dtype, device, seed=113 + c + s)
+        self.names = self.spec.grad_names
+        self.x, self.grad, self.leaves = self.example.tensors["x"], self.example.grad, self.example.leaves
 
     def call(self, fn: Callable[..., torch.Tensor], *leaves: torch.Tensor) -> torch.Tensor:
-        """fn on the given leaves (training-mode batch norm for attention_residual)."""
-        if self.op == "attention_residual":
-            return fn(*leaves, *self.running, True)
-        return fn(*leaves, True)
+        """fn on the given leaves."""
+        return self.example.run(fn, leaves)
 
     def outputs(self, fn: Callable[..., torch.Tensor], pass_: str) -> dict[str, torch.Tensor]:
         """One call as the timed loop makes it: the output and, for fwd+bwd, the gradient of every input."""
@@ -90,23 +68,18 @@ class OpCase:
     def double(self) -> OpCase:
         """The same inputs in float64 (fresh leaves and running statistics): the exact reference's case."""
         twin = copy.copy(self)
-        twin.leaves = [t.detach().double().requires_grad_() for t in self.leaves]
-        twin.grad = self.grad.double()
-        if self.op == "attention_residual":
-            twin.running = tuple(r.double() for r in self.running)
+        twin.example = self.example.to(torch.float64)
+        twin.x, twin.grad, twin.leaves = twin.example.tensors["x"], twin.example.grad, twin.example.leaves
         return twin
 
     def min_bytes(self, pass_: str) -> int:
         """Minimal traffic: inputs read + output written; backward adds dy read, inputs re-read, grads written."""
-        fwd = nbytes(*self.leaves) + nbytes(self.x)  # every input read once, the output (x's size) written
-        if pass_ == "fwd":
-            return fwd
-        return fwd + nbytes(self.grad) + 2 * nbytes(*self.leaves)  # dy, leaves re-read, one grad per leaf
+        return self.example.min_bytes(pass_)  # type: ignore[arg-type]
 
 
 def reference_of(op: str) -> Callable[..., torch.Tensor]:
     """The plain-PyTorch autograd reference of an op."""
-    return importlib.import_module(f"ddakern.ops.{op}").reference
+    return registry.get(op).reference
 
 
 def implementation(op: str, variant: str) -> tuple[str, Callable[..., torch.Tensor]]:
@@ -115,7 +88,7 @@ def implementation(op: str, variant: str) -> tuple[str, Callable[..., torch.Tens
         if op not in _COMPILED:
             _COMPILED[op] = torch.compile(reference_of(op), dynamic=True)
         return "reference", _COMPILED[op]
-    return variant, getattr(DF, op)
+    return variant, registry.get(op).fused
 
 
 def check_op_results(case: OpCase, pass_: str, variant: str) -> None:
@@ -128,8 +101,8 @@ def check_op_results(case: OpCase, pass_: str, variant: str) -> None:
 
 
 def kernel_cases():
-    """Every (op, pass, shape, dtype, variant) at this device's sizes."""
-    for op in OPS:
+    """Every (registered op, pass, shape, dtype, variant) at this device's sizes."""
+    for op in registry.names():
         for pass_ in PASSES:
             for host, c, s in SCALE.kernel_shapes:
                 for dname in DTYPES:

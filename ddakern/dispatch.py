@@ -22,11 +22,11 @@ TRITON_INTERPRET must be set before triton is imported anyway, so reading it onc
 from __future__ import annotations
 
 import importlib.util
-import os
-from collections.abc import Mapping
 from types import TracebackType
 
 import torch
+
+from .kernels_import import interpret
 
 MODES = ("auto", "reference", "torch", "triton")
 CPU_TORCH_MIN_NUMEL = 2**18
@@ -35,17 +35,9 @@ _mode = "auto"
 
 TRITON_AVAILABLE: bool = importlib.util.find_spec("triton") is not None
 """Whether the triton package is installed (found at import, not imported)."""
-TRUE_VALUES = ("1", "true", "on", "yes", "y")
-"""The TRITON_INTERPRET values Triton (3.4+ `knobs.runtime.interpret`) reads as on, in any case."""
-
-
-def triton_interpret_requested(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether TRITON_INTERPRET (in environ, default os.environ) asks Triton to run kernels through its CPU
-    interpreter, parsed as Triton parses it: "1", "true", "on", "yes", "y" in any case; anything else, such as
-    "0", "false" or unset, is off. The one parser for the library, the kernels, the engine and the benches."""
-    value = (os.environ if environ is None else environ).get("TRITON_INTERPRET", "")
-    return value.lower() in TRUE_VALUES
-
+TRUE_VALUES = interpret.TRUE_VALUES
+triton_interpret_requested = interpret.triton_interpret_requested
+"""The one TRITON_INTERPRET parser (kernels/interpret.py), as Triton parses it."""
 
 TRITON_INTERPRETING: bool = triton_interpret_requested()
 """Whether TRITON_INTERPRET was on at import: Triton kernels then run on CPU tensors."""

@@ -1,6 +1,7 @@
-"""Triton kernels and launchers of ddakern's fused ops, installed as `ddakern.kernels`.
+"""Triton kernels and launchers of ddakern's fused ops: `kernels` in a source tree, `ddakern.kernels` installed.
 
-ddakern loads this package only when a Triton launch needs it (ddakern.ops._common.triton_kernels):
-from the installed `ddakern.kernels`, or from this folder of a source tree on PYTHONPATH. Modules here
-use relative imports only, so they work under either name.
+ddakern imports this package (never the other way round): its layout helpers (`layout`, pure torch)
+always, and a launcher module (which imports triton) only when a Triton launch needs it
+(ddakern.ops._common.triton_kernels). Modules here use relative imports only, so they work under
+either name, and import nothing from ddakern.
 """

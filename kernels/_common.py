@@ -19,7 +19,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import torch
 
-from ..dispatch import triton_interpret_requested
+from .interpret import triton_interpret_requested
 
 
 def interpreting() -> bool:

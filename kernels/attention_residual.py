@@ -15,8 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._common import empty_ncp_like
 from ._common import as_ncp, blocks, cdiv, next_pow2, on_input_device, split_range, tuning
+from .layout import empty_ncp_like
 
 # ---------------------------------------------------------------------------------------------
 # batch statistics
@@ -61,6 +61,17 @@ def _stats_partial_kernel(
 
 
 @triton.jit
+def _partial_rows(pmean_ptr, r0, C, HW, RANGE, SPLIT, ROWS, offs_c, mask_c, BLOCK_R: tl.constexpr):
+    """Rows r0.. of the partials: their indices, position counts, [BLOCK_R, BLOCK_C] mask and partial means."""
+    rows = r0 + tl.arange(0, BLOCK_R)
+    mask_r = rows < ROWS
+    rc = tl.minimum(RANGE, HW - (rows % SPLIT) * RANGE).to(tl.float32)
+    mask = mask_r[:, None] & mask_c[None, :]
+    pm = tl.load(pmean_ptr + rows[:, None] * C + offs_c[None, :], mask=mask, other=0.0)
+    return rows, rc, mask, pm
+
+
+@triton.jit
 def _stats_finalize_kernel(
     pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, rm_ptr, rv_ptr, C, HW, RANGE, SPLIT, ROWS,
     total, momentum, eps, unbias,
@@ -73,21 +84,13 @@ def _stats_finalize_kernel(
     # pass 1: count-weighted mean of the partial means
     acc = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     for r0 in range(0, ROWS, BLOCK_R):
-        rows = r0 + tl.arange(0, BLOCK_R)
-        mask_r = rows < ROWS
-        rc = tl.minimum(RANGE, HW - (rows % SPLIT) * RANGE).to(tl.float32)
-        mask = mask_r[:, None] & mask_c[None, :]
-        pm = tl.load(pmean_ptr + rows[:, None] * C + offs_c[None, :], mask=mask, other=0.0)
+        rows, rc, mask, pm = _partial_rows(pmean_ptr, r0, C, HW, RANGE, SPLIT, ROWS, offs_c, mask_c, BLOCK_R)
         acc += tl.where(mask, pm * rc[:, None], 0.0)
     mean = tl.sum(acc, 0) / total
     # pass 2: M2 = sum(M2_r) + sum(n_r * (mean_r - mean)^2)
     acc = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     for r0 in range(0, ROWS, BLOCK_R):
-        rows = r0 + tl.arange(0, BLOCK_R)
-        mask_r = rows < ROWS
-        rc = tl.minimum(RANGE, HW - (rows % SPLIT) * RANGE).to(tl.float32)
-        mask = mask_r[:, None] & mask_c[None, :]
-        pm = tl.load(pmean_ptr + rows[:, None] * C + offs_c[None, :], mask=mask, other=0.0)
+        rows, rc, mask, pm = _partial_rows(pmean_ptr, r0, C, HW, RANGE, SPLIT, ROWS, offs_c, mask_c, BLOCK_R)
         pq = tl.load(pm2_ptr + rows[:, None] * C + offs_c[None, :], mask=mask, other=0.0)
         d = pm - mean[None, :]
         acc += tl.where(mask, pq + rc[:, None] * d * d, 0.0)
@@ -255,6 +258,11 @@ def _fwd_kernel(
             )
 
 
+def forward_blocks(c: int, hw: int, channels_last: bool) -> tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_P, channel chunks) the forward launcher chooses for C x (H*W) maps under the budget in force."""
+    return blocks(c, hw, channels_last)
+
+
 @on_input_device
 def forward(
     x: torch.Tensor,
@@ -311,6 +319,13 @@ def _bwd_chunk(
         dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd, mx, inv
     )
     return offs_c, mask_c, mask, w * rstd, m, dy, dm, xhat, zp
+
+
+@triton.jit
+def _store_tile(base, s_c, s_p, offs_c, offs_p, value, mask):
+    """Store an fp32 [BLOCK_C, BLOCK_P] tile into a strided map, converted to the map's dtype."""
+    ptrs = base + offs_c[:, None] * s_c + offs_p[None, :] * s_p
+    tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -388,11 +403,7 @@ def _bwd_kernel(
             dy = tl.load(dy_base + offs_c[:, None] * sdc + offs_p[None, :] * sdp, mask=mask, other=0.0)
             dy = dy.to(tl.float32)
             if WRITE_DX:
-                tl.store(
-                    dx_base + offs_c[:, None] * sgc + offs_p[None, :] * sgp,
-                    (dy * (1.0 + m)).to(dx_ptr.dtype.element_ty),
-                    mask=mask,
-                )
+                _store_tile(dx_base, sgc, sgp, offs_c, offs_p, dy * (1.0 + m), mask)
             xv = tl.load(x_base + offs_c[:, None] * sxc + offs_p[None, :] * sxp, mask=mask, other=0.0)
             dm = dy * xv.to(tl.float32)
             if POS != 2:
@@ -408,11 +419,7 @@ def _bwd_kernel(
                     g = gain[:, None] * (dbn - gs[:, None] - xhat * gsx[:, None])
                 else:
                     g = gain[:, None] * dbn
-                tl.store(
-                    dl_base + offs_c[:, None] * soc + offs_p[None, :] * sop,
-                    g.to(dl_ptr.dtype.element_ty),
-                    mask=mask,
-                )
+                _store_tile(dl_base, soc, sop, offs_c, offs_p, g, mask)
         if WRITE_PARTIALS:
             tl.store(psum_ptr + row * C + offs_c, acc_s, mask=mask_c)
             tl.store(psumx_ptr + row * C + offs_c, acc_sx, mask=mask_c)
@@ -442,11 +449,7 @@ def _bwd_kernel(
                     C, offs_p, mask_p, mx, inv, BLOCK_C,
                 )  # fmt: skip
                 if WRITE_DX:
-                    tl.store(
-                        dx_base + offs_c[:, None] * sgc + offs_p[None, :] * sgp,
-                        (dy * (1.0 + m)).to(dx_ptr.dtype.element_ty),
-                        mask=mask,
-                    )
+                    _store_tile(dx_base, sgc, sgp, offs_c, offs_p, dy * (1.0 + m), mask)
                 dbn = tl.where(zp > 0.0, m * (dm - s[None, :]), 0.0)
                 if WRITE_PARTIALS:  # this program owns its partial row: read-modify-write is race free
                     ps = tl.load(psum_ptr + row * C + offs_c, mask=mask_c, other=0.0)
@@ -460,11 +463,7 @@ def _bwd_kernel(
                         g = gain[:, None] * (dbn - gs[:, None] - xhat * gsx[:, None])
                     else:
                         g = gain[:, None] * dbn
-                    tl.store(
-                        dl_base + offs_c[:, None] * soc + offs_p[None, :] * sop,
-                        g.to(dl_ptr.dtype.element_ty),
-                        mask=mask,
-                    )
+                    _store_tile(dl_base, soc, sop, offs_c, offs_p, g, mask)
 
 
 @on_input_device

@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._common import empty_ncp_like
 from ._common import as_ncp, cdiv, next_pow2, on_input_device, split_range, tuning
+from .layout import empty_ncp_like
 
 
 @triton.jit
@@ -164,6 +164,12 @@ def _blocks(c: int, hw: int, c_contiguous: bool) -> tuple[int, int, int]:
         block_c = max(1, min(next_pow2(c), tile // block_p))
     block_l = min(next_pow2(c), tuning().max_block_c)
     return block_c, block_p, block_l
+
+
+def forward_blocks(c: int, hw: int, channels_last: bool) -> tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_P, channel chunks of the logits row) the forward launcher chooses under the budget in force."""
+    block_c, block_p, block_l = _blocks(c, hw, channels_last)
+    return block_c, block_p, cdiv(c, block_l)
 
 
 def _rows(logits: torch.Tensor, scale: torch.Tensor | None) -> tuple[int, int, torch.Tensor, int, int]:

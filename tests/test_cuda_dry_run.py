@@ -21,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import importlib.util
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +35,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from ddakern import dispatch
 from ddakern.inference.backends import class_probabilities
 from ddakern.models import create, list_models
-from ddakern.ops import attention_residual, channel_attention
+from ddakern.ops import registry
 from train.config import Config
 from train.distributed import DistEnv
 from train.engine import Trainer
@@ -100,8 +101,8 @@ def _no_triton_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(name: str) -> Any:
         raise AssertionError(f"a Triton launcher ({name}) was loaded for fake CUDA tensors")
 
-    for op in (channel_attention, attention_residual):
-        monkeypatch.setattr(op, "triton_kernels", refuse)
+    for spec in registry.ops():
+        monkeypatch.setattr(sys.modules[spec.fused.__module__], "triton_kernels", refuse)
 
 
 def _fused_calls(counter: SyncCounter) -> int:

@@ -13,9 +13,10 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from ddakern.ops import registry
 from ddakern.ops._common import triton_kernels
 
-LAUNCHER_MODULES = ("attention_residual", "channel_attention")
+LAUNCHER_MODULES = registry.names()  # each registered op's kernels module
 DEVICE = torch.device("cuda:1")
 
 
@@ -24,12 +25,15 @@ class _GuardEntered(Exception):
 
 
 def launchers() -> list[tuple[str, object]]:
-    """(qualified name, function) of every public function defined in the kernels' launcher modules."""
+    """(qualified name, function) of every public function defined in the kernels' launcher modules that takes
+    a tensor first (a launcher; helpers such as forward_blocks take sizes)."""
     found = []
     for name in LAUNCHER_MODULES:
         mod = triton_kernels(name)
         for fname, fn in inspect.getmembers(mod, inspect.isfunction):
-            if not fname.startswith("_") and fn.__module__ == mod.__name__:
+            params = list(inspect.signature(fn).parameters.values())
+            takes_tensor = bool(params) and "Tensor" in str(params[0].annotation)
+            if not fname.startswith("_") and fn.__module__ == mod.__name__ and takes_tensor:
                 found.append((f"{name}.{fname}", fn))
     return found
 

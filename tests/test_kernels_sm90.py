@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddakern.ops import registry
 from ddakern.ops._common import triton_kernels
 
 kcommon = triton_kernels("_common")  # the launchers' block-size budget (imports no triton)
@@ -107,8 +108,7 @@ def test_quick_cases_pass_what_the_layers_pass(amp):
             out = head(x, x) + gate(x, scale=torch.nn.functional.adaptive_avg_pool2d(x, 1)) + fusion(x, x)
         out.float().sum().backward()
     layers = {_signature(c) for c in traced}
-    variants = [("attention_residual", v) for v in ("train", "eval")]
-    variants += [("channel_attention", v) for v in ("plain", "scale+residual")]
+    variants = [(spec.name, v) for spec in registry.ops() for v in spec.variants]
     cases = [aot.Case(op, (48, 64, 56, 56), amp, cl, v) for op, v in variants for cl in (False, True)]
     quick = {_signature(c) for case in cases for c in case.calls()}
     assert quick == layers

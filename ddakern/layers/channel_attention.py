@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ddakern.layers.fused import FusedOpLayer
 from ddakern.layers.mask_head import gate_layer
 from ddakern.ops import channel_attention as ca_op
 
 
-class ChannelAttention(nn.Module):
+class ChannelAttention(FusedOpLayer):
     """Gates each channel of x by a softmax over channels of its pooled descriptor.
 
     With `scale` (N x C x 1 x 1) the gated map is multiplied by it too: the reference's
@@ -19,9 +19,8 @@ class ChannelAttention(nn.Module):
     """
 
     def __init__(self, channels: int, *, fused_ops: bool = False) -> None:
-        super().__init__()
+        super().__init__(fused_ops=fused_ops)
         self.conv, self.bn = gate_layer(channels, "sigmoid")
-        self.fused_ops = fused_ops
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.bn(self.conv(F.adaptive_avg_pool2d(x, 1)))

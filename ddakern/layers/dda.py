@@ -11,6 +11,7 @@ from ddakern.layers.blocks import ConvBN, Size2, Upsampler
 from ddakern.layers.channel_attention import ChannelAttention
 from ddakern.layers.context_path import ContextPath
 from ddakern.layers.dual_domain_fusion import DualDomainFusion
+from ddakern.layers.fused import FusedOpLayer
 from ddakern.layers.mask_head import MaskHead
 
 CONTEXT_P1, CONTEXT_P2 = 256, 512
@@ -93,7 +94,7 @@ class DDA(_recompute.Recomputable):
     @fused_ops.setter
     def fused_ops(self, value: bool) -> None:
         for m in self.modules():
-            if isinstance(m, (ChannelAttention, DualDomainFusion, MaskHead)):
+            if isinstance(m, FusedOpLayer):
                 m.fused_ops = bool(value)
 
     def check_input(self, x: torch.Tensor) -> None:

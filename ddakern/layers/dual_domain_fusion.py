@@ -7,10 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddakern.layers.blocks import ConvBN
+from ddakern.layers.fused import FusedOpLayer
 from ddakern.ops import channel_attention as ca_op
 
 
-class DualDomainFusion(nn.Module):
+class DualDomainFusion(FusedOpLayer):
     """f = ConvBN(concat(inputs)); w = softmax_c(BN2(Conv(ReLU(BN1(Conv(GAP(f))))))); f + f * w.
 
     The gate is ddakern.ops.channel_attention (residual): its autograd reference, or with
@@ -18,7 +19,7 @@ class DualDomainFusion(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, fused_ops: bool = False) -> None:
-        super().__init__()
+        super().__init__(fused_ops=fused_ops)
         self.in_channels = in_channels
         self.conv_block = ConvBN(in_channels, out_channels, stride=1)
         self.conv1 = nn.Conv2d(out_channels, out_channels, 1, bias=False)
@@ -26,7 +27,6 @@ class DualDomainFusion(nn.Module):
         self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(out_channels, out_channels, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.fused_ops = fused_ops
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         nn.init.kaiming_normal_(self.conv2.weight, mode="fan_out", nonlinearity="sigmoid")
         for bn in (self.bn1, self.bn2):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ddakern.layers.fused import FusedOpLayer
 from ddakern.ops import attention_residual as ar_op
 from ddakern.ops import sync_bn
 
@@ -29,7 +30,7 @@ def gate_layer(channels: int, nonlinearity: str) -> tuple[nn.Conv2d, nn.BatchNor
     return conv, bn
 
 
-class MaskHead(nn.Module):
+class MaskHead(FusedOpLayer):
     """Turns the upsampled fusion map u into the mask m and applies x * (1 + m).
 
     The math is ddakern.ops.attention_residual: its autograd reference, or with `fused_ops=True` the
@@ -40,27 +41,23 @@ class MaskHead(nn.Module):
     """
 
     def __init__(self, channels: int, *, fused_ops: bool = False) -> None:
-        super().__init__()
+        super().__init__(fused_ops=fused_ops)
         self.conv, self.bn = gate_layer(channels, "relu")
-        self.fused_ops = fused_ops
+
+    def _batch_norm(self) -> tuple:
+        """The op's batch-norm arguments from `bn` (weight, bias, running stats, training, momentum, eps,
+        process group), as nn.BatchNorm2d / nn.SyncBatchNorm would use them now."""
+        bn = self.bn
+        running = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)
+        training = bn.training or not bn.track_running_stats
+        return (bn.weight, bn.bias, *running, training, bn_momentum(bn), bn.eps, sync_bn.group_of(bn))
 
     def mask(self, u: torch.Tensor) -> torch.Tensor:
-        """The attention mask m alone (per pixel it sums to 1 over channels)."""
-        return torch.softmax(torch.relu(self.bn(self.conv(u))), dim=1)
+        """The attention mask m alone (per pixel it sums to 1 over channels): the op's reference mask."""
+        return ar_op.mask(self.conv(u), *self._batch_norm())
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        bn = self.bn
         logits = self.conv(u)
-        op = ar_op.attention_residual if self.fused_ops else ar_op.reference
-        return op(
-            x,
-            logits.to(x.dtype) if self.fused_ops else logits,
-            bn.weight,
-            bn.bias,
-            bn.running_mean if bn.track_running_stats else None,
-            bn.running_var if bn.track_running_stats else None,
-            bn.training or not bn.track_running_stats,
-            bn_momentum(bn),
-            bn.eps,
-            process_group=sync_bn.group_of(bn),
-        )
+        if not self.fused_ops:
+            return ar_op.reference(x, logits, *self._batch_norm())
+        return ar_op.attention_residual(x, logits.to(x.dtype), *self._batch_norm())

@@ -1,46 +1,32 @@
-"""Helpers shared by the fused ops and their Triton launchers: input checks, layouts, dtypes, kernel loading.
+"""Helpers shared by the fused ops: input checks, dtypes, and the (lazy) import of the Triton kernels.
 
-Nothing here imports triton: `triton_kernels(name)` loads a Triton module only when a launch needs it.
+The kernels package is imported the ordinary way and only in one direction (ddakern -> kernels, never
+back): as `ddakern.kernels` where ddakern is installed (the wheel maps the kernels/ folder there), else as
+the source tree's top-level `kernels` package beside ddakern/ (a checkout on PYTHONPATH, no install).
+Importing it imports no triton: its layout helpers (kernels.layout) are used here; a Triton module
+(`triton_kernels(name)`) is imported only when a launch needs it.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
+from ddakern.kernels_import import kernels_module
+from ddakern.kernels_import import layout as _layout
+
+empty_ncp_like = _layout.empty_ncp_like
+like_layout = _layout.like_layout
+mergeable = _layout.mergeable
+
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-KERNELS_PACKAGE = "ddakern.kernels"
 
 
 def acc_dtype(t: Tensor) -> torch.dtype:
     """Accumulation (statistics) dtype: fp64 for fp64 tensors, fp32 otherwise."""
     return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
-def mergeable(t: Tensor) -> bool:
-    """Whether a 4-D N x C x H x W tensor can be viewed as N x C x (H*W) without copying."""
-    _, _, h, w = t.shape
-    return w == 1 or h == 1 or t.stride(2) == w * t.stride(3)
-
-
-def empty_ncp_like(t: Tensor) -> Tensor:
-    """torch.empty_like(t) (same memory format) unless that layout cannot merge H and W: then contiguous."""
-    out = torch.empty_like(t)
-    return out if mergeable(out) else torch.empty_like(t, memory_format=torch.contiguous_format)
-
-
-def like_layout(t: Tensor, ref: Tensor) -> Tensor:
-    """t in the memory format empty_ncp_like(ref) has (the fake implementations promise it)."""
-    if t.stride() == ref.stride():
-        return t
-    want = empty_ncp_like(ref)
-    return t if want.stride() == t.stride() else want.copy_(t)
 
 
 def check_tensor(name: str, t: object, op: str) -> Tensor:
@@ -67,6 +53,18 @@ def check_same_dtype(name: str, t: Tensor, x: Tensor, op: str) -> None:
         raise TypeError(f"{op}: {name} dtype {t.dtype} differs from x dtype {x.dtype}")
 
 
+def check_arg(
+    name: str, t: object, x: Tensor, shapes: tuple[tuple[int, ...], ...], op: str, *, same_dtype: bool = True
+) -> Tensor:
+    """t itself when it is a floating-point Tensor of one of `shapes` on x's device (and of x's dtype when
+    `same_dtype`); else a one-line error naming op and argument."""
+    t = check_tensor(name, t, op)
+    check_like(name, t, x, shapes, op)
+    if same_dtype:
+        check_same_dtype(name, t, x, op)
+    return t
+
+
 def check_x(x: object, op: str) -> Tensor:
     """x is a non-empty floating-point N x C x H x W Tensor."""
     x = check_tensor("x", x, op)
@@ -77,37 +75,6 @@ def check_x(x: object, op: str) -> Tensor:
     return x
 
 
-def _load_source_kernels() -> ModuleType:
-    """The repository's kernels/ folder (source tree on PYTHONPATH, no install) as package ddakern.kernels."""
-    folder = Path(__file__).resolve().parents[2] / "kernels"
-    spec = importlib.util.spec_from_file_location(
-        KERNELS_PACKAGE, folder / "__init__.py", submodule_search_locations=[str(folder)]
-    )
-    if spec is None or spec.loader is None or not (folder / "__init__.py").is_file():
-        raise ModuleNotFoundError(f"no Triton kernels: {KERNELS_PACKAGE} is not installed and {folder} is missing")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[KERNELS_PACKAGE] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[KERNELS_PACKAGE]
-        raise
-    return module
-
-
-def kernels_package() -> ModuleType:
-    """ddakern.kernels: the installed package (wheel, editable install) or else the source tree's kernels/."""
-    if KERNELS_PACKAGE in sys.modules:
-        return sys.modules[KERNELS_PACKAGE]
-    try:
-        return importlib.import_module(KERNELS_PACKAGE)
-    except ModuleNotFoundError as e:
-        if e.name != KERNELS_PACKAGE:
-            raise
-    return _load_source_kernels()
-
-
 def triton_kernels(name: str) -> ModuleType:
-    """The Triton module ddakern.kernels.<name> (imports triton; called only when a launch needs it)."""
-    kernels_package()
-    return importlib.import_module(f"{KERNELS_PACKAGE}.{name}")
+    """The kernels module `name` (e.g. "attention_residual": imports triton; called only when a launch needs it)."""
+    return kernels_module(name)

@@ -1,11 +1,13 @@
 """The fused attention residual `x * (1 + softmax_c(relu(batch_norm(logits))))`, DDA's mask head: its one home.
 
-- `reference`: plain PyTorch ops differentiated by autograd; it defines the meaning.
+- `reference`: plain PyTorch ops differentiated by autograd; it defines the meaning. `mask`: its
+  m = softmax_c(relu(batch_norm(logits))) alone (DDA's attention map, ddakern.layers.mask_head).
 - `torch_bn_stats`, `torch_forward`, `torch_backward`: the PyTorch math of the `torch` backend, same
   contract as the Triton launchers in ddakern.kernels.attention_residual (the `triton` backend).
 - torch.library ops `ddakern::bn_stats`, `ddakern::attention_residual` and its backward op, with fake
   implementations and autograd, so torch.compile(fullgraph=True) and torch.export trace single nodes.
 - `attention_residual`: the public op: input checks, then the backend ddakern.dispatch picks.
+- `SPEC`: its description for the tests, benchmarks, GPU check and offline compile (ddakern.ops.registry).
 - With a `process_group` (a converted nn.SyncBatchNorm's, see ddakern.ops.sync_bn) the batch
   statistics are those of every rank's batch: the reference normalises with sync_bn.batch_norm, the
   torch / triton backends run `_Synced` (the same launchers; the all-gather of the statistics before
@@ -31,28 +33,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ddakern.dispatch import backend_for
-from ddakern.ops import sync_bn
-from ddakern.ops._common import (
-    acc_dtype,
-    check_like,
-    check_same_dtype,
-    check_tensor,
-    check_x,
-    empty_ncp_like,
-    like_layout,
-    triton_kernels,
-)
+from ddakern.ops import registry, sync_bn
+from ddakern.ops._common import acc_dtype, check_arg, check_x, empty_ncp_like, like_layout, triton_kernels
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from torch.distributed import ProcessGroup
 
 OP = "attention_residual"
 
 
-def reference(
-    x: Tensor,
+def mask(
     logits: Tensor,
     bn_weight: Tensor | None,
     bn_bias: Tensor | None,
@@ -63,14 +55,21 @@ def reference(
     eps: float = 1e-5,
     process_group: ProcessGroup | None = None,
 ) -> Tensor:
-    """x * (1 + softmax_c(relu(batch_norm(logits)))), batch norm as nn.BatchNorm2d computes it
-    (as nn.SyncBatchNorm over `process_group` when one is given)."""
+    """The mask m = softmax_c(relu(batch_norm(logits))) in plain PyTorch, batch norm as nn.BatchNorm2d
+    computes it (as nn.SyncBatchNorm over `process_group` when one is given)."""
     batch_stats = training or running_mean is None or running_var is None
     if batch_stats and process_group is not None:
         z = sync_bn.batch_norm(logits, running_mean, running_var, bn_weight, bn_bias, momentum, eps, process_group)
     else:
         z = F.batch_norm(logits, running_mean, running_var, bn_weight, bn_bias, batch_stats, momentum, eps)
-    return x * (1 + torch.softmax(F.relu(z), dim=1))
+    return torch.softmax(F.relu(z), dim=1)
+
+
+def reference(x: Tensor, logits: Tensor, *batch_norm: Any, **options: Any) -> Tensor:
+    """x * (1 + mask(logits, ...)): plain PyTorch ops differentiated by autograd, the op's meaning. The
+    arguments after logits are attention_residual's (and mask's): bn_weight, bn_bias, running_mean,
+    running_var, training, momentum, eps, process_group."""
+    return x * (1 + mask(logits, *batch_norm, **options))
 
 
 # ------------------------------------------------------------------------------- torch backend math
@@ -368,21 +367,8 @@ class _Synced(torch.autograd.Function):
         return (*(g if n else None for g, n in zip(grads, need[:4], strict=True)), *(None,) * 6)
 
 
-@torch.compiler.disable
-def _synced(
-    x: Tensor,
-    logits: Tensor,
-    weight: Tensor,
-    bias: Tensor,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    momentum: float,
-    eps: float,
-    group: ProcessGroup,
-    backend: str,
-) -> Tensor:
-    """_Synced, run eagerly (a graph break under torch.compile: collectives and launchers in Python)."""
-    return _Synced.apply(x, logits, weight, bias, running_mean, running_var, momentum, eps, group, backend)
+_synced = torch.compiler.disable(_Synced.apply)
+"""_Synced, run eagerly (a graph break under torch.compile: collectives and launchers in Python)."""
 
 
 # --------------------------------------------------------------------------------------- public op
@@ -391,13 +377,11 @@ def _synced(
 def _check(x: object, logits: object, per_channel: dict[str, Tensor | None], training: bool) -> tuple[Tensor, Tensor]:
     """Checked (x, logits); per_channel holds bn_weight, bn_bias, running_mean, running_var (or None)."""
     x = check_x(x, OP)
-    logits = check_tensor("logits", logits, OP)
-    check_like("logits", logits, x, (tuple(x.shape),), OP)
-    check_same_dtype("logits", logits, x, OP)
+    logits = check_arg("logits", logits, x, (tuple(x.shape),), OP)
     c = x.shape[1]
     for name, t in per_channel.items():
         if t is not None:
-            check_like(name, check_tensor(name, t, OP), x, ((c,),), OP)
+            check_arg(name, t, x, ((c,),), OP, same_dtype=False)
     if (per_channel["running_mean"] is None) != (per_channel["running_var"] is None):
         raise ValueError(f"{OP}: give both running_mean and running_var or neither")
     if (training or per_channel["running_mean"] is None) and x.numel() // c < 2:
@@ -442,3 +426,20 @@ def attention_residual(
         logits.detach(), running_mean, running_var, batch_stats, float(momentum), float(eps), backend
     )
     return torch.ops.ddakern.attention_residual(x, logits, weight, bias, mean, rstd, batch_stats, backend)
+
+
+def _call(fn: Callable[..., Tensor], t: Mapping[str, Tensor], variant: str) -> Tensor:
+    """fn with batch statistics ("train", updating the running ones) or the running statistics ("eval")."""
+    stats = (t["running_mean"], t["running_var"])
+    return fn(t["x"], t["logits"], t["weight"], t["bias"], *stats, variant == "train")
+
+
+SPEC = registry.register(
+    registry.OpSpec(OP, attention_residual, reference, _call, variants=("train", "eval"), checked="train", inputs=(
+        registry.Input("logits", "map", init=("normal", 0.0, 2.0)),
+        registry.Input("weight", "channels", "fp32", ("uniform", 0.5, 1.5)),  # batch-norm affine stays fp32
+        registry.Input("bias", "channels", "fp32", ("normal", 0.0, 0.3)),
+        registry.Input("running_mean", "channels", "fp32", ("fill", 0.0, 0.0), grad=False),
+        registry.Input("running_var", "channels", "fp32", ("fill", 1.0, 0.0), grad=False),
+    ))
+)  # fmt: skip

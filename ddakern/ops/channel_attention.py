@@ -6,25 +6,20 @@
   [* scale] [+ 1] per (n, c); the backward recomputes k from the saved logits (and scale).
 - torch.library op `ddakern::channel_attention` and its backward op, with fakes and autograd.
 - `channel_attention`: the public op: input checks, then the backend ddakern.dispatch picks.
+- `SPEC`: its description for the tests, benchmarks, GPU check and offline compile (ddakern.ops.registry).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ddakern.dispatch import backend_for
-from ddakern.ops._common import (
-    acc_dtype,
-    check_like,
-    check_same_dtype,
-    check_tensor,
-    check_x,
-    empty_ncp_like,
-    triton_kernels,
-)
+from ddakern.ops import registry
+from ddakern.ops._common import acc_dtype, check_arg, check_x, empty_ncp_like, triton_kernels
 
 OP = "channel_attention"
 
@@ -150,27 +145,33 @@ _forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 # --------------------------------------------------------------------------------------- public op
 
 
-def _check_gate(name: str, t: object, x: Tensor) -> Tensor:
-    """logits / scale: a Tensor of x's dtype and device, N x C or N x C x 1 x 1."""
-    n, c = x.shape[:2]
-    t = check_tensor(name, t, OP)
-    check_like(name, t, x, ((n, c), (n, c, 1, 1)), OP)
-    check_same_dtype(name, t, x, OP)
-    return t
-
-
 def channel_attention(x: Tensor, logits: Tensor, scale: Tensor | None = None, residual: bool = False) -> Tensor:
     """x * softmax_c(logits) [* scale] [+ x]; logits and scale are N x C or N x C x 1 x 1.
 
     The backend is ddakern.dispatch's ("reference" runs `reference`).
     """
     x = check_x(x, OP)
-    logits = _check_gate("logits", logits, x)
+    n, c = x.shape[:2]
+    gate_shapes = ((n, c), (n, c, 1, 1))  # logits and scale
+    logits = check_arg("logits", logits, x, gate_shapes, OP)
     if scale is not None:
-        scale = _check_gate("scale", scale, x)
+        scale = check_arg("scale", scale, x, gate_shapes, OP)
     backend = backend_for(x)
     if backend == "reference":
         return reference(x, logits, scale, residual)
-    n, c = x.shape[:2]
     scale2 = scale.reshape(n, c) if scale is not None else None
     return torch.ops.ddakern.channel_attention(x, logits.reshape(n, c), scale2, bool(residual), backend)
+
+
+def _call(fn: Callable[..., Tensor], t: Mapping[str, Tensor], variant: str) -> Tensor:
+    """fn with the scale when the variant names it, and the residual when it names that ("scale+residual")."""
+    return fn(t["x"], t["logits"], t["scale"] if "scale" in variant else None, "residual" in variant)
+
+
+# checked: the context path's gate with the GAP scale, plus the fusion's residual
+SPEC = registry.register(
+    registry.OpSpec(OP, channel_attention, reference, _call, ("plain", "scale+residual"), "scale+residual", inputs=(
+        registry.Input("logits", "rows", init=("normal", 0.0, 2.0)),
+        registry.Input("scale", "rows", init=("uniform", 0.5, 1.5)),  # the GAP scale of the context path
+    ))
+)  # fmt: skip
