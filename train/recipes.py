@@ -149,7 +149,7 @@ SYNTHETIC_MODERN_SOURCES = {
     "random_erasing": f"{DDAMFN_RAF}: RandomErasing p 0.5, scale (0.02, 0.25)",
     "erasing_min_area": f"{DDAMFN_RAF}: scale=(0.02, 0.25)",
     "erasing_max_area": f"{DDAMFN_RAF}: scale=(0.02, 0.25)",
-    "lr": "the built-in synthetic recipe (CPU-sized; weight decay kept so that only the modern methods differ)",
+    "lr": "ddakern train/recipes.py _SYNTHETIC: the built-in recipe's (CPU-sized), so that only the methods differ",
 }
 
 RECIPES: dict[str, Recipe] = {
