@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import train.run as train_run
 from ddakern.models import create
 from train import checkpoint, debug
 from train.config import ConfigError, resolve
@@ -292,6 +293,9 @@ TINY = [
 
 
 def test_all_methods_resume_bitwise_and_checkpoint_their_state(tmp_path, monkeypatch) -> None:
+    """train.run end to end with a tiny convolutional model in place of the registry's (the engine is what is
+    tested; a ResNet would make this test 30x slower)."""
+    monkeypatch.setattr(train_run, "build_net", lambda cfg, n, device: bn_net(seed=cfg.seed).to(device))
     data, a, b = tmp_path / "data", tmp_path / "straight", tmp_path / "resumed"
     args = [*TINY, "--data-root", str(data)]
     assert main([*args, "--out", str(a)]) == 0
