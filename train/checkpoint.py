@@ -42,6 +42,7 @@ class State:
     partial: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, correct, count
     train_seconds: float = 0.0
     train_images: int = 0
+    best_weights: str = "raw"  # which weights best.pt selected: "raw" or "ema" (--ema)
 
 
 _STATE_KEYS = (
@@ -68,12 +69,19 @@ def build_checkpoint(
     config: Any,
     class_names: tuple[str, ...],
     extra: dict[str, Any] | None = None,
+    ema: Any = None,
+    weights: str = "raw",
 ) -> dict[str, Any]:
-    """The checkpoint dict: everything needed to continue, and to rebuild the model without the config."""
+    """The checkpoint dict: everything needed to continue, and to rebuild the model without the config.
+
+    With an EMA (`ema`, train.methods.ema.WeightEMA) its weights are under "ema"; `weights` "ema" (a best.pt
+    that selected them) puts them under "model" too, which is what inference loads, and the raw ones under
+    "raw_model", which is what a resume loads."""
     cfg = config
+    model = net.state_dict()
     ckpt = {
         "format": FORMAT_VERSION,
-        "model": net.state_dict(),
+        "model": model,
         "optimizer": optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "scaler": scaler.state_dict(),
@@ -94,7 +102,13 @@ def build_checkpoint(
         "normalize": cfg.normalize,
         "recipe": cfg.recipe,
         "dataset": cfg.dataset,
+        "best_weights": state.best_weights,
     }
+    if ema is not None:
+        ckpt["ema"] = ema.state_dict()
+        ckpt["selected_weights"] = weights
+        if weights == "ema":
+            ckpt["raw_model"], ckpt["model"] = model, ckpt["ema"]
     ckpt.update(extra or {})
     return ckpt
 
@@ -111,6 +125,7 @@ def restore_checkpoint(
     world_size: int,
     model_name: str,
     num_classes: int,
+    ema: Any = None,
 ) -> dict[str, Any] | None:
     """Load `ckpt` into the components and `state`; returns this rank's saved RNG state (None when the
     checkpoint was written by another number of processes: then the run is not bitwise-resumable)."""
@@ -119,13 +134,19 @@ def restore_checkpoint(
             f"checkpoint is {ckpt['model_name']} with {ckpt['num_classes']} classes, "
             f"run is {model_name} with {num_classes}"
         )
-    net.load_state_dict(ckpt["model"])
+    net.load_state_dict(ckpt.get("raw_model", ckpt["model"]))
+    if ema is not None and "ema" in ckpt:
+        ema.load_state_dict(ckpt["ema"])
+    elif ema is not None:
+        log.warning("checkpoint has no EMA weights (trained without --ema): the average starts from its weights")
+        ema.reset(net)
     optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt["scheduler"] is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
     scaler.load_state_dict(ckpt["scaler"])
     for k in _STATE_KEYS:
         setattr(state, k, ckpt[k])
+    state.best_weights = ckpt.get("best_weights", "raw")
     state.history = list(ckpt["history"])
     # the partial-epoch sums were reduced over ranks when saved: rank 0 carries them
     state.partial = list(ckpt["partial"]) if rank == 0 else [0.0, 0.0, 0.0]

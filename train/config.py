@@ -22,6 +22,7 @@ from typing import Any
 from ddakern.cli import prog as cli_prog
 from ddakern.normalization import NORMALIZATIONS
 
+from . import recipes
 from .data.layouts import LAYOUTS
 
 if sys.version_info >= (3, 11):
@@ -36,74 +37,11 @@ class ConfigError(ValueError):
     """A bad configuration value; the message is one line naming the option."""
 
 
-DATASET_OF_RECIPE = {
-    "fer2013": "fer2013",
-    "ferplus": "ferplus",
-    "rafdb": "rafdb",
-    "affectnet7": "affectnet",
-    "affectnet8": "affectnet",
-    "folders": "folders",
-    "synthetic": "fer2013",
-}
-RECIPE_NAMES = tuple(DATASET_OF_RECIPE)
+RECIPE_TABLE = recipes.RECIPES
+RECIPE_NAMES = tuple(RECIPE_TABLE)
 LAYOUT_NAMES = tuple(LAYOUTS)
-_PUBLISHED = dict(model="resnet34_dda", optimizer="radam", lr=1e-4, epochs=50, batch_size=48, image_size=224, seed=113)
-_FER = dict(
-    _PUBLISHED,
-    weight_decay=1e-3,
-    scheduler="plateau",
-    plateau_factor=0.1,
-    plateau_patience=2,
-    early_stop=10,
-    normalize="unit",
-    augment="fer2013",
-)
-_RAFDB = dict(
-    _PUBLISHED,
-    weight_decay=1e-4,
-    scheduler="exponential",
-    gamma=0.9,
-    epochs=60,
-    early_stop=0,
-    normalize="imagenet",
-    augment="rafdb",
-)
-_AFFECTNET = dict(_RAFDB, epochs=40)
-RECIPES: dict[str, dict[str, Any]] = {
-    "fer2013": _FER,
-    "ferplus": _FER,  # FERPlus uses the FER2013 recipe on its relabelled images
-    "rafdb": _RAFDB,
-    # AffectNet: the RAF-DB recipe (RGB faces, ImageNet normalisation; POSTER++/DDAMFN train similarly);
-    # the community protocol reports on the validation set; --balanced for its class imbalance.
-    "affectnet7": _AFFECTNET,
-    "affectnet8": _AFFECTNET,
-    "folders": _RAFDB,  # any class-folder set: RGB photos, as RAF-DB
-    # Tuned so that the default run (`python -m train.run --fused-ops`) reaches >= 90% test accuracy
-    # within 5 minutes on 2 CPU cores; see the README.
-    "synthetic": dict(
-        _PUBLISHED,
-        model="resnet18_dda",
-        dda_stages=(4,),
-        dda_width=64,
-        dda_spatial_width=64,
-        optimizer="adam",  # RAdam's variance warm-up is too slow for a 4-epoch budget
-        lr=1e-3,
-        weight_decay=1e-4,
-        scheduler="exponential",
-        gamma=0.6,
-        epochs=4,
-        early_stop=0,
-        batch_size=32,
-        image_size=64,
-        normalize="unit",
-        augment="none",  # fresh samples instead of augmented repeats
-        tta_augment="fer2013",
-        synthetic_train=3150,
-        synthetic_val=280,
-        synthetic_test=280,
-    ),
-}
-"""Published defaults per recipe (training-recipes.md), each value written once; the rest from Config."""
+RECIPES: dict[str, dict[str, Any]] = {name: r.values for name, r in RECIPE_TABLE.items()}
+"""Default options per recipe (the table in train.recipes, with sources); the rest from Config."""
 
 
 def _stages(value: Any) -> tuple[int, ...]:
@@ -181,8 +119,34 @@ class Config:
     weight_decay: float = _opt(1e-3, "optimisation", "weight decay (coupled L2 except adamw)")
     momentum: float = _opt(0.9, "optimisation", "SGD momentum")
     scheduler: str = _opt(
-        "plateau", "optimisation", "LR schedule, stepped once per epoch", choices=("plateau", "exponential", "none")
+        "plateau",
+        "optimisation",
+        "LR schedule, stepped once per epoch (cosine: timm's CosineLRScheduler with --warmup-epochs)",
+        choices=("plateau", "exponential", "cosine", "none"),
     )
+    warmup_epochs: int = _opt(0, "optimisation", "cosine: linear warm-up epochs from lr/100 (timm)")
+    min_lr: float = _opt(0.0, "optimisation", "cosine: the learning rate at the end of the schedule")
+    sam: str = _opt(
+        "none",
+        "optimisation",
+        "sharpness-aware minimisation around the optimiser (pytorch-optimizer's SAM; "
+        "asam: its adaptive variant); two forward/backward passes per update",
+        choices=("none", "sam", "asam"),
+    )
+    sam_rho: float = _opt(0.05, "optimisation", "SAM/ASAM neighbourhood radius rho")
+    label_smoothing: float = _opt(0.0, "optimisation", "label smoothing of the cross entropy (0: off)")
+    ema: float | None = _opt(
+        None,
+        "optimisation",
+        "keep an exponential moving average of the weights with this decay (timm's "
+        "ModelEmaV3), evaluated and selectable beside the raw weights (none: off)",
+    )
+    accumulate: int = _opt(1, "optimisation", "gradient accumulation: batches per optimiser update")
+    mixup: float = _opt(0.0, "data", "mixup alpha (timm's Mixup; 0: off)")
+    cutmix: float = _opt(0.0, "data", "cutmix alpha (timm's Mixup; 0: off)")
+    random_erasing: float = _opt(0.0, "data", "RandomErasing probability per training image (timm's, on the batch)")
+    erasing_min_area: float = _opt(0.02, "data", "RandomErasing: smallest erased fraction of the image")
+    erasing_max_area: float = _opt(0.33, "data", "RandomErasing: largest erased fraction of the image")
     plateau_factor: float = _opt(0.1, "optimisation", "ReduceLROnPlateau factor")
     plateau_patience: int = _opt(2, "optimisation", "ReduceLROnPlateau patience (epochs)")
     gamma: float = _opt(0.9, "optimisation", "ExponentialLR gamma")
@@ -224,6 +188,7 @@ class Config:
     synthetic_val: int = _opt(280, "data", "synthetic recipe: validation images")
     synthetic_test: int = _opt(280, "data", "synthetic recipe: test images")
     progress: bool = _opt(True, "system", "tqdm progress bar on stderr")
+    tensorboard: bool = _opt(True, "system", "TensorBoard event files in <out>/tb (when tensorboard is installed)")
     debug_nan_at_step: int | None = _opt(None, "debug", "make the loss NaN at this global step (1-based)")
     debug_wait_at_step: int | None = _opt(None, "debug", "after this global step print 'debug-wait STEP', wait")
     debug_seen: str | None = _opt(None, "debug", "each rank appends the ids of its training samples here")
@@ -231,7 +196,12 @@ class Config:
     @property
     def dataset(self) -> str:
         """The data-set reader the recipe uses (synthetic data is read back as FER2013)."""
-        return DATASET_OF_RECIPE[self.recipe]
+        return RECIPE_TABLE[self.recipe].family
+
+    @property
+    def builtin(self) -> bool:
+        """The recipe trains on the generated synthetic set (no --data-root needed)."""
+        return RECIPE_TABLE[self.recipe].builtin
 
     @property
     def tta_views_recipe(self) -> str | None:
@@ -411,6 +381,7 @@ def resolve(cli: dict[str, Any], toml: dict[str, Any], base: dict[str, Any] | No
     """Merge: recipe defaults (or `base`, a checkpoint's config) < TOML < flags; then validate."""
     base = upgrade_keys(base) if base is not None else None
     recipe = cli.get("recipe", toml.get("recipe", (base or {}).get("recipe", "synthetic")))
+    builtin = RECIPE_TABLE[recipe].builtin
     values: dict[str, Any] = {}
     if base is not None:
         values.update({k: parse_value(k, v, f"checkpoint config: {k}") for k, v in base.items() if k in FIELDS})
@@ -423,7 +394,7 @@ def resolve(cli: dict[str, Any], toml: dict[str, Any], base: dict[str, Any] | No
         for name in ("dda_width", "dda_spatial_width"):
             if name not in cli and name not in toml:
                 values[name] = None
-    if values.get("data_root") is None and recipe != "synthetic" and os.environ.get("DDAKERN_DATA"):
+    if values.get("data_root") is None and not builtin and os.environ.get("DDAKERN_DATA"):
         values["data_root"] = os.environ["DDAKERN_DATA"]
     cfg = Config(**values)
     validate(cfg)
@@ -453,6 +424,13 @@ _AT_LEAST = {
     "threads": 1,
     "debug_nan_at_step": 1,
     "debug_wait_at_step": 1,
+    "warmup_epochs": 0,
+    "min_lr": 0,
+    "label_smoothing": 0,
+    "accumulate": 1,
+    "mixup": 0,
+    "cutmix": 0,
+    "random_erasing": 0,
 }
 """Lower bounds of numeric options (None, where allowed, is not checked)."""
 
@@ -471,6 +449,30 @@ def validate(cfg: Config) -> None:
     _need(0 <= cfg.dropout < 1, f"--dropout: must be in [0, 1), got {cfg.dropout}")
     _need(0 < cfg.plateau_factor < 1, f"--plateau-factor: must be in (0, 1), got {cfg.plateau_factor}")
     _need(0 < cfg.gamma <= 1, f"--gamma: must be in (0, 1], got {cfg.gamma}")
+    _need(cfg.sam_rho > 0, f"--sam-rho: must be > 0, got {cfg.sam_rho}")
+    _need(cfg.label_smoothing < 1, f"--label-smoothing: must be in [0, 1), got {cfg.label_smoothing}")
+    _need(cfg.ema is None or 0 < cfg.ema < 1, f"--ema: the decay must be in (0, 1), got {cfg.ema}")
+    _need(cfg.random_erasing <= 1, f"--random-erasing: a probability in [0, 1], got {cfg.random_erasing}")
+    _need(
+        0 < cfg.erasing_min_area <= cfg.erasing_max_area < 1,
+        f"--erasing-min-area/--erasing-max-area: need 0 < min <= max < 1, got {cfg.erasing_min_area}, "
+        f"{cfg.erasing_max_area}",
+    )
+    _need(
+        cfg.warmup_epochs == 0 or cfg.scheduler == "cosine",
+        f"--warmup-epochs: the warm-up belongs to --scheduler cosine, not {cfg.scheduler}",
+    )
+    _need(
+        cfg.warmup_epochs < cfg.epochs or cfg.warmup_epochs == 0,
+        f"--warmup-epochs: must be fewer than --epochs {cfg.epochs}, got {cfg.warmup_epochs}",
+    )
+    mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    _need(
+        not mixing or cfg.batch_size % 2 == 0,
+        f"--mixup/--cutmix: timm's Mixup pairs each batch with its reverse, so --batch-size must be even, "
+        f"got {cfg.batch_size}",
+    )
+    _need(not (mixing and cfg.class_weighted), "--class-weighted: not available with --mixup/--cutmix (soft targets)")
     _need(cfg.holdout is None or 0 <= cfg.holdout < 1, f"--holdout: must be in [0, 1), got {cfg.holdout}")
     _need(
         not cfg.tta or cfg.tta_views_recipe is not None,
@@ -481,6 +483,6 @@ def validate(cfg: Config) -> None:
         f"--device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}",
     )
     _need(
-        cfg.recipe == "synthetic" or cfg.data_root is not None,
+        cfg.builtin or cfg.data_root is not None,
         f"--recipe {cfg.recipe} needs --data-root (or $DDAKERN_DATA) pointing at the data set",
     )

@@ -8,6 +8,7 @@ progress bar in `train.progress`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from ddakern import atomic
@@ -28,12 +28,17 @@ from .checkpoint import State
 from .config import Config
 from .distributed import DistEnv, all_reduce_max, all_reduce_sum, barrier, gather_objects
 from .evaluate import EvalResult, evaluate
+from .methods.ema import WeightEMA
+from .methods.mixing import BatchMixing
+from .methods.sam import frozen_bn_stats, make_sam, restore_weights
+from .methods.schedule import make_scheduler, step_scheduler
 from .model_prep import prepare_model
 from .progress import EpochBar
 from .report import write_metrics
 from .resume import replay_epochs, seek
 from .signals import SignalFlag, StopRequested
 from .sources import collect_skips
+from .tensorboard_log import EventLog, open_event_log
 
 __all__ = ["NonFiniteLoss", "State", "StopRequested", "Trainer", "autocast_factory"]
 log = logging.getLogger("train")
@@ -43,28 +48,25 @@ class NonFiniteLoss(Exception):
     """The loss became NaN or infinite; no checkpoint was written for that state."""
 
 
-def make_optimizer(cfg: Config, params: Any) -> torch.optim.Optimizer:
-    """RAdam/Adam (coupled L2), AdamW (decoupled) or SGD with momentum; multi-tensor (foreach) updates,
-    which torch picks by default on CUDA only (2-3x faster steps on CPU)."""
-    kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    if cfg.optimizer == "radam":
-        return torch.optim.RAdam(params, **kw)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, **kw)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, **kw)
-    return torch.optim.SGD(params, momentum=cfg.momentum, **kw)
+def make_optimizer(cfg: Config, params: Any) -> tuple[torch.optim.Optimizer, Any]:
+    """(optimiser, SAM or None): RAdam/Adam (coupled L2), AdamW (decoupled) or SGD with momentum, multi-tensor
+    (foreach) updates, which torch picks by default on CUDA only (2-3x faster steps on CPU); with --sam,
+    pytorch-optimizer's SAM/ASAM around it (the optimiser returned is then SAM's base optimiser)."""
+    kw: dict[str, Any] = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    classes = {"radam": torch.optim.RAdam, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    cls = classes.get(cfg.optimizer, torch.optim.SGD)
+    if cls is torch.optim.SGD:
+        kw["momentum"] = cfg.momentum
+    if cfg.sam == "none":
+        return cls(params, **kw), None
+    sam = make_sam(cfg.sam, cfg.sam_rho, params, cls, **kw)
+    return sam.base_optimizer, sam
 
 
-def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> Any:
-    """Per-epoch schedule: ReduceLROnPlateau on (100 - best val acc), ExponentialLR, or None."""
-    if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
-        )
-    if cfg.scheduler == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
-    return None
+def _groups(it: Iterator, n: int) -> Iterator[list]:
+    """Consecutive lists of `n` items of `it` (the last may be shorter): the batches of one update."""
+    while group := list(itertools.islice(it, n)):
+        yield group
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -104,8 +106,12 @@ class Trainer:
         self.num_classes = len(class_names)
         self.device = env.device
         self.net, self.model = prepare_model(net, cfg, env)
-        self.optimizer = make_optimizer(cfg, self.net.parameters())
+        # the optimiser steps and is scheduled; with --sam, SAM around it (its state is what checkpoints hold)
+        self.optimizer, self.sam = make_optimizer(cfg, self.net.parameters())
         self.scheduler = make_scheduler(cfg, self.optimizer)
+        self.ema = WeightEMA(self.net, cfg.ema) if cfg.ema is not None else None
+        self.mixing = BatchMixing(cfg, self.num_classes, self.device)
+        self.events: EventLog | None = None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.autocast = autocast_factory(cfg, self.device)
         self.weight = class_weights(train_labels, self.num_classes).to(self.device) if cfg.class_weighted else None
@@ -120,11 +126,17 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------------
     def _components(self) -> dict[str, Any]:
         return dict(
-            state=self.state, net=self.net, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler
+            state=self.state,
+            net=self.net,
+            optimizer=self.sam if self.sam is not None else self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            ema=self.ema,
         )
 
-    def save(self, name: str) -> Path:
-        """Gather every rank's RNG state and write out/<name> from rank 0 (all ranks must call)."""
+    def save(self, name: str, weights: str = "raw") -> Path:
+        """Gather every rank's RNG state and write out/<name> from rank 0 (all ranks must call); `weights`:
+        which weights go under "model" (best.pt: the selected ones, raw or EMA)."""
         rng = gather_objects(ckpt_io.rng_state(), self.env)
         path = self.out / name
         if self.env.is_main:
@@ -135,6 +147,7 @@ class Trainer:
                 config=self.cfg,
                 class_names=self.class_names,
                 extra=self.checkpoint_extra,
+                weights=weights,
             )
             atomic.torch_save(ckpt, path)
         return path
@@ -166,12 +179,12 @@ class Trainer:
         found = [str(self.out / n) for n in ("last.pt", "best.pt") if (self.out / n).is_file()]
         return f"last good checkpoint: {', '.join(found)}" if found else "no checkpoint was saved yet"
 
-    def _note_loss(self, loss: torch.Tensor) -> None:
-        """Remember, on the device and without a sync, the first global step whose loss is not finite."""
+    def _note_loss(self, loss: torch.Tensor, step: int) -> None:
+        """Remember, on the device and without a sync, the first global step (1-based) whose loss is not finite."""
         bad = ~torch.isfinite(loss.detach())
         if self._first_bad is None:
             self._first_bad = torch.full((), -1.0, device=loss.device)
-        step = float(self.state.global_step + 1)  # a Python scalar: a kernel argument, no copy
+        step = float(step)  # a Python scalar: a kernel argument, no copy
         self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
 
     def _check(self, epoch: int) -> int:
@@ -195,30 +208,63 @@ class Trainer:
         return int(signum)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimisation step; returns detached per-step sums [loss, correct, count].
+        """One optimisation step on one batch (an update of `_update`); returns its [loss, correct, count]."""
+        return self._update([(x, y)], self.state.global_step)
 
-        No host-device sync (tests/test_cuda_dry_run.py traces it on fake CUDA tensors), except with
-        --amp fp16: torch's GradScaler.step reads its inf check on the host before a foreach optimiser steps.
+    def _no_sync(self) -> Any:
+        """DDP's no_sync (gradients stay local: a non-final micro-batch of an update), else a null context."""
+        ddp = getattr(self.model, "_orig_mod", self.model)  # under torch.compile
+        return ddp.no_sync() if isinstance(ddp, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
+
+    def _pass(self, batches: list[tuple], first_step: int, record: bool) -> torch.Tensor | None:
+        """Forward and backward over the update's micro-batches (gradients accumulate, all-reduced with the last
+        under DDP); `record`: return the detached sums [loss, correct, count] (the first pass)."""
+        n, sums = len(batches), []
+        for k, (x, target, y) in enumerate(batches):
+            with contextlib.nullcontext() if k == n - 1 else self._no_sync():
+                with self.autocast():
+                    logits = self.model(x)
+                loss = self.mixing.loss(logits.float(), target, self.weight)
+                if record and debug.nan_loss_now(self.cfg, first_step + k):
+                    loss = loss * float("nan")
+                self._note_loss(loss, first_step + k + 1)
+                self.scaler.scale(loss if n == 1 else loss / n).backward()
+            if record:
+                with torch.no_grad():
+                    m = y.shape[0]
+                    correct = (logits.argmax(1) == y).sum()
+                    # a fill kernel: torch.tensor(m, device=...) would copy from pageable host memory, which syncs
+                    count = torch.full((), float(m), dtype=torch.float64, device=loss.device)
+                    sums.append(torch.stack([loss.detach().double() * m, correct.double(), count]))
+        return torch.stack(sums).sum(0) if record else None
+
+    def _update(self, batches: list[tuple[torch.Tensor, torch.Tensor]], first_step: int) -> torch.Tensor:
+        """One optimiser update over 1..--accumulate batches (global steps first_step + 1, ...); returns the
+        detached sums [loss, correct, count] of its first pass.
+
+        With --sam a second pass at the perturbed weights (train.methods.sam). No host-device sync
+        (tests/test_cuda_dry_run.py traces it on fake CUDA tensors), except with --amp fp16: torch's
+        GradScaler.step reads its inf check on the host before a foreach optimiser steps.
         """
-        if self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         self.model.train()
-        with self.autocast():
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=self.weight)
-        if debug.nan_loss_now(self.cfg, self.state.global_step):
-            loss = loss * float("nan")
-        self._note_loss(loss)
+        prepared = []
+        for x, y in batches:
+            xm, target = self.mixing.prepare(x, y) if self.mixing.active else (x, y)
+            if self.cfg.channels_last:
+                xm = xm.contiguous(memory_format=torch.channels_last)
+            prepared.append((xm, target, y))
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        sums = self._pass(prepared, first_step, record=True)
+        if self.sam is not None:
+            self.scaler.unscale_(self.sam)  # pass 1 against SAM's scaler state, pass 2 against the optimiser's
+            self.sam.first_step(zero_grad=True)
+            with frozen_bn_stats(self.net):
+                self._pass(prepared, first_step, record=False)
+            restore_weights(self.sam)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        with torch.no_grad():
-            n = y.shape[0]
-            correct = (logits.argmax(1) == y).sum()
-            # a fill kernel: torch.tensor(n, device=...) would copy from pageable host memory, which syncs
-            count = torch.full((), float(n), dtype=torch.float64, device=loss.device)
-            sums = torch.stack([loss.detach().double() * n, correct.double(), count])
+        if self.ema is not None:
+            self.ema.update(self.net)
         return sums
 
     def _epoch_iterator(self, epoch: int) -> Iterator:
@@ -243,18 +289,21 @@ class Trainer:
         bar = EpochBar(len(self.loaders["train"]), skip, desc, env.is_main and cfg.progress)
         start, images = bar.start, 0
         try:
-            for i, (x, y) in enumerate(it, start=skip):
+            for group in _groups(it, cfg.accumulate):
                 if cfg.debug_seen:
-                    debug.record_seen(cfg, env.rank, x, epoch)
-                sums += self._step(x, y).to(sums.device)
-                images += y.shape[0] * env.world_size
-                s.step, s.global_step = i + 1, s.global_step + 1
-                bar.update(sums, images)
-                due = i + 1 == len(self.loaders["train"]) or s.global_step % cfg.check_every == 0
+                    for x, _ in group:
+                        debug.record_seen(cfg, env.rank, x, epoch)
+                before = s.global_step
+                sums += self._update(group, before).to(sums.device)
+                images += sum(y.shape[0] for _, y in group) * env.world_size
+                s.step, s.global_step = s.step + len(group), before + len(group)
+                bar.update(sums, images, len(group))
+                ce = cfg.check_every
+                due = s.step == len(self.loaders["train"]) or before // ce != s.global_step // ce
                 # one process sees its signal flag without a sync: it stops after this step, as ranks do at
                 # a check (a signal during the step's --debug-wait stops after the next step, as before)
                 due = due or (not env.distributed and self._signalled())
-                if cfg.debug_wait_at_step == s.global_step:
+                if cfg.debug_wait_at_step is not None and before < cfg.debug_wait_at_step <= s.global_step:
                     debug.wait_for_signal(s.global_step, env.is_main, self._signalled)
                 signum = self._check(epoch) if due else 0
                 if signum:
@@ -279,9 +328,9 @@ class Trainer:
             "train_seconds": seconds,
         }
 
-    def validate(self, split: str = "val") -> EvalResult:
+    def validate(self, split: str = "val", model: nn.Module | None = None) -> EvalResult:
         return evaluate(
-            self.model,
+            self.model if model is None else model,
             self.loaders[split],
             env=self.env,
             num_classes=self.num_classes,
@@ -289,20 +338,36 @@ class Trainer:
             channels_last=self.cfg.channels_last,
         )
 
-    def _select(self, row: dict[str, Any], val: EvalResult, epoch: int) -> bool:
-        """Record the validation result, update the selection and the schedule; True when it improved."""
+    def _validate_ema(self, row: dict[str, Any]) -> EvalResult | None:
+        """Evaluate the EMA weights (rank 0's batch-norm statistics on every rank) into the metrics row."""
+        if self.ema is None:
+            return None
+        if self.env.distributed:
+            for b in self.ema.module.buffers():
+                dist.broadcast(b, src=0)
+        val = self.validate(model=self.ema.module)
+        row.update(val_loss_ema=val.loss, val_acc_ema=val.accuracy)
+        if self.loaders["val"] is not self.loaders["test"]:
+            row["test_acc_ema"] = self.validate("test", model=self.ema.module).accuracy
+        return val
+
+    def _select(self, row: dict[str, Any], val: EvalResult, epoch: int, val_ema: EvalResult | None = None) -> bool:
+        """Record the validation result, update the selection (raw or EMA weights, raw on a tie) and the
+        schedule; True when it improved."""
         s = self.state
         row.update(val_loss=val.loss, val_acc=val.accuracy, val_seconds=val.seconds)
-        improved = val.accuracy > s.best_metric
+        which, best = "raw", val
+        if val_ema is not None and val_ema.accuracy > val.accuracy:
+            which, best = "ema", val_ema
+        improved = best.accuracy > s.best_metric
         if improved:
-            s.best_metric, s.best_epoch, s.bad_epochs = val.accuracy, epoch + 1, 0
+            s.best_metric, s.best_epoch, s.bad_epochs, s.best_weights = best.accuracy, epoch + 1, 0, which
         else:
             s.bad_epochs += 1
         row.update(best_val_acc=s.best_metric, best_epoch=s.best_epoch)
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(100.0 - s.best_metric)
-        elif self.scheduler is not None:
-            self.scheduler.step()
+        if self.ema is not None:
+            row["best_weights"] = s.best_weights
+        step_scheduler(self.scheduler, epoch + 1, s.best_metric)
         return improved
 
     def _run_epoch(self) -> None:
@@ -313,7 +378,7 @@ class Trainer:
         val = self.validate()
         if self.loaders["val"] is not self.loaders["test"]:  # held-out selection: test every epoch as well,
             row["test_acc"] = self.validate("test").accuracy  # for the published select-on-test figure
-        improved = self._select(row, val, epoch)
+        improved = self._select(row, val, epoch, self._validate_ema(row))
         skips = collect_skips(self.cfg, self.env, self.loaders)
         if skips.count:
             row["skipped_bad_files"] = skips.count
@@ -322,14 +387,18 @@ class Trainer:
         s.history.append(row)
         s.epoch, s.step = epoch + 1, 0
         if improved:
-            self.save("best.pt")
+            self.save("best.pt", weights=s.best_weights)
         self.save("last.pt")
         if self.env.is_main:
             write_metrics(self.out / "metrics.jsonl", s.history)
+            if self.events is not None:
+                self.events.row(row)
             log.info(
                 f"epoch {epoch + 1}/{self.cfg.epochs}: train loss {row['train_loss']:.4f} "
                 f"acc {row['train_acc']:.2f}% | val loss {val.loss:.4f} acc {val.accuracy:.2f}% "
-                f"(best {s.best_metric:.2f}% @ {s.best_epoch}) | {row['train_images_per_s']:.1f} img/s"
+                + (f"(EMA {row['val_acc_ema']:.2f}%) " if self.ema is not None else "")
+                + f"(best {s.best_metric:.2f}% @ {s.best_epoch}{' ' + s.best_weights if self.ema else ''}) "
+                f"| {row['train_images_per_s']:.1f} img/s"
             )
 
     def fit(self) -> str:
@@ -339,6 +408,7 @@ class Trainer:
         """
         cfg, s = self.cfg, self.state
         self.signals = SignalFlag()
+        self.events = open_event_log(self.out, cfg.tensorboard, self.env.is_main)
         try:
             while s.epoch < cfg.epochs:
                 if cfg.early_stop and s.bad_epochs >= cfg.early_stop:
@@ -352,3 +422,5 @@ class Trainer:
             return "completed"
         finally:
             self.signals.restore()
+            if self.events is not None:
+                self.events.close()

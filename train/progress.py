@@ -42,9 +42,10 @@ class EpochBar:
         self._pending: torch.Tensor | None = None
         self._landed: Any = None
 
-    def update(self, sums: torch.Tensor, images: int) -> None:
-        """One step done; `sums` = [loss sum, correct, count] so far, `images` trained this epoch (all ranks)."""
-        self.bar.update(1)
+    def update(self, sums: torch.Tensor, images: int, steps: int = 1) -> None:
+        """`steps` batches done; `sums` = [loss sum, correct, count] so far, `images` trained this epoch (all
+        ranks)."""
+        self.bar.update(steps)
         now = time.perf_counter()
         if self.bar.disable is not False or now - self._last_post <= 0.5:
             return

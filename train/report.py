@@ -144,11 +144,19 @@ def _common(
 def selected_on_test(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The published protocol beside the held-out one: the best per-epoch test accuracy and its epoch
     (None when the checkpoint was already selected on test, or no epoch has a test figure)."""
-    rows = [r for r in history if r.get("test_acc") is not None]
-    if not rows:
+    figures = [
+        (r[key], -r["epoch"], r["epoch"], weights)
+        for r in history
+        for key, weights in (("test_acc", "raw"), ("test_acc_ema", "ema"))
+        if r.get(key) is not None
+    ]
+    if not figures:
         return None
-    best = max(rows, key=lambda r: r["test_acc"])
-    return {"test_accuracy": best["test_acc"], "epoch": best["epoch"], "tta": False}
+    acc, _, epoch, weights = max(figures)  # the earliest epoch on a tie, raw before EMA
+    out = {"test_accuracy": acc, "epoch": epoch, "tta": False}
+    if weights == "ema" or any(r.get("test_acc_ema") is not None for r in history):
+        out["weights"] = weights
+    return out
 
 
 def run_summary(

@@ -120,6 +120,7 @@ def finish(trainer: Trainer, session: Session, outcome: str, data: Layout) -> di
     summary["layout"] = data.name
     summary["data"] = {"skip_bad": cfg.skip_bad, "skipped_during_training": skips.summary()}
     summary["test"]["mean_class_accuracy"] = mean_class_accuracy(test)
+    summary["selected_weights"] = s.best_weights  # raw, or the EMA (--ema) when they validated better
     shown = tta if tta is not None else test
     title = f"{cfg.recipe} test, {cfg.model}, epoch {s.best_epoch}" + (
         f", TTA {cfg.tta_views} views" if tta is not None else ""
@@ -178,7 +179,10 @@ def train(ckpt: dict[str, Any] | None, session: Session) -> int:
         acc = f"test accuracy {summary['test_accuracy']:.2f}%"
         if summary["test_accuracy_tta"] is not None:
             acc += f", with {cfg.tta_views}-view TTA {summary['test_accuracy_tta']:.2f}%"
-        print(f"report: {out / 'summary.json'} ({acc}; selected epoch {summary['selected_epoch']})")
+        print(
+            f"report: {out / 'summary.json'} ({acc}; selected epoch {summary['selected_epoch']}"
+            + (f", {summary['selected_weights']} weights)" if cfg.ema is not None else ")")
+        )
         print(f"plots: {out / 'curves.png'}, {out / 'confusion_matrix.png'}; checkpoints: {out}/best.pt, last.pt")
     return 0
 

@@ -33,7 +33,7 @@ def synthetic_root(cfg: Config) -> Path:
 def load_data(cfg: Config, env: DistEnv) -> Layout:
     """The run's data: {"train", "val", "test"} splits and how they were made. Real recipes detect the
     layout under --data-root (train.data.layouts); the synthetic set is generated once (rank 0 first)."""
-    if cfg.recipe != "synthetic":
+    if not cfg.builtin:
         classes = [c.strip() for c in cfg.classes.split(",") if c.strip()] if cfg.classes else None
         return load_recipe_data(
             cfg.recipe,

@@ -1,5 +1,5 @@
-"""The bridge from a run's recipe to the layout detector: which data-set family and class count a recipe
-reads, and the split record a run folder keeps (split.json)."""
+"""The bridge from a run's recipe to the layout detector (the data-set family and class count of a recipe
+come from the recipe table, train.recipes), and the split record a run folder keeps (split.json)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,10 @@ from pathlib import Path
 
 from ddakern.atomic import write_text
 
+from ..recipes import RECIPES
 from .layouts import Layout, describe, holdout_record, load_layout
 
 log = logging.getLogger("train.data")
-
-RECIPE_FAMILY: dict[str, tuple[str, int]] = {
-    "fer2013": ("fer2013", 7),
-    "ferplus": ("ferplus", 8),
-    "rafdb": ("rafdb", 7),
-    "affectnet7": ("affectnet", 7),
-    "affectnet8": ("affectnet", 8),
-    "folders": ("folders", 0),
-    "synthetic": ("fer2013", 7),
-}
-"""recipe -> (data-set family searched by the detector, class count: 0 = from the folders)."""
 
 
 def load_recipe_data(
@@ -38,7 +28,7 @@ def load_recipe_data(
     announce: bool = True,
 ) -> Layout:
     """The recipe's data under `root`, its layout detected (or `layout`); logs describe()'s line."""
-    family, num_classes = RECIPE_FAMILY[recipe]
+    family, num_classes = RECIPES[recipe].family, RECIPES[recipe].num_classes
     found = load_layout(
         root,
         family=None if layout else family,
