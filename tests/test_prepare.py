@@ -1,5 +1,6 @@
-"""train.prepare on real photos: the Haar-cascade detector finds the astronaut's face, crops keep the class
-layout, faceless and unreadable images are reported, a second run resumes, and no temporary file stays."""
+"""train.prepare on real photos: the library's detector finds the astronaut's face and prepare crops the
+box predict crops, crops keep the class layout, faceless and unreadable images are reported, a second run
+resumes, and no temporary file stays."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from PIL import Image
 pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 
-from train.face_detect import detect_largest_face  # noqa: E402
+from ddakern.inference.checkpoint import ModelSpec  # noqa: E402
+from ddakern.inference.detect import HaarDetector, largest_face  # noqa: E402
+from ddakern.inference.images import read_image  # noqa: E402
+from ddakern.inference.predictor import Predictor  # noqa: E402
 from train.prepare import main, prepare  # noqa: E402
 
 
@@ -29,11 +33,25 @@ def _photos(root: Path) -> Path:
 
 
 def test_detector_finds_the_one_face() -> None:
-    box = detect_largest_face(skdata.astronaut())
-    assert box is not None
-    x, y, w, h = box
-    assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 170 and 70 < w < 160
-    assert detect_largest_face(np.full((200, 200, 3), 90, np.uint8)) is None
+    face = largest_face(HaarDetector()(skdata.astronaut()))
+    assert face is not None
+    x0, y0, x1, y1 = face.box
+    assert 150 < (x0 + x1) / 2 < 260 and 80 < (y0 + y1) / 2 < 170 and 70 < x1 - x0 < 160
+    assert largest_face(HaarDetector()(np.full((200, 200, 3), 90, np.uint8))) is None
+
+
+def test_prepare_crops_the_box_predict_crops(tmp_path: Path) -> None:
+    """One detector, one box convention: unaligned at its own resolution, prepare's crop of a photo is
+    pixel for pixel the crop predict classifies (same detector defaults, same square, same border)."""
+    root = tmp_path / "photos"
+    (root / "happy").mkdir(parents=True)
+    Image.fromarray(skdata.astronaut()[:, 40:]).save(root / "happy" / "astronaut.png")
+    prepare(root, tmp_path / "crops", size=0, margin=0.9, align=False, workers=1, progress=False)
+    predictor = Predictor(None, ModelSpec("resnet18", ("happy",), 64, "unit"), margin=0.9)  # detection only
+    ((_, box, expected),) = predictor.detect(read_image(root / "happy" / "astronaut.png"))
+    assert box[1] < 0  # the margin reaches past the top edge: the border is filled the same way
+    got = np.asarray(Image.open(tmp_path / "crops" / "happy" / "astronaut.png"))
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_prepare_crops_reports_and_resumes(tmp_path: Path, capsys) -> None:
