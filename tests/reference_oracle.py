@@ -34,23 +34,24 @@ def conv(sd: SD, p: str, x: Tensor, stride: int = 1) -> Tensor:
     return F.conv2d(x, w, stride=stride, padding=w.shape[-1] // 2)
 
 
+def shortcut(sd: SD, p: str, x: Tensor, stride: int) -> Tensor:
+    """The residual branch: x, or its 1x1 strided convolution + BN where the block has `downsample`."""
+    if f"{p}.downsample.0.weight" not in sd:
+        return x
+    return bn(sd, f"{p}.downsample.1", F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride))
+
+
 def basic_block(sd: SD, p: str, x: Tensor, stride: int) -> Tensor:
     out = F.relu(bn(sd, f"{p}.bn1", conv(sd, f"{p}.conv1", x, stride)))
     out = bn(sd, f"{p}.bn2", conv(sd, f"{p}.conv2", out))
-    idt = x
-    if f"{p}.downsample.0.weight" in sd:
-        idt = bn(sd, f"{p}.downsample.1", F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride))
-    return F.relu(out + idt)
+    return F.relu(out + shortcut(sd, p, x, stride))
 
 
 def bottleneck(sd: SD, p: str, x: Tensor, stride: int) -> Tensor:
     out = F.relu(bn(sd, f"{p}.bn1", conv(sd, f"{p}.conv1", x)))
     out = F.relu(bn(sd, f"{p}.bn2", conv(sd, f"{p}.conv2", out, stride)))
     out = bn(sd, f"{p}.bn3", conv(sd, f"{p}.conv3", out))
-    idt = x
-    if f"{p}.downsample.0.weight" in sd:
-        idt = bn(sd, f"{p}.downsample.1", F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride))
-    return F.relu(out + idt)
+    return F.relu(out + shortcut(sd, p, x, stride))
 
 
 def stage(sd: SD, p: str, x: Tensor, k: int) -> Tensor:

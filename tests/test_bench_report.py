@@ -31,31 +31,12 @@ def bench(group: str, variant: str, baseline: str, median: float, **info) -> dic
 
 @pytest.fixture
 def bench_json(tmp_path: Path) -> Path:
+    op = dict(table="fused ops", calls_per_round=2, device="cpu")
     data = {
         "machine_info": {"cpu": {"brand_raw": "Test CPU", "count": 2}, "python_version": "3.11"},
         "benchmarks": [
-            bench(
-                "op fwd",
-                "reference",
-                "reference",
-                4e-3,
-                table="fused ops",
-                calls_per_round=2,
-                saved_bytes=1000,
-                gbps=1.0,
-                device="cpu",
-            ),  # fmt: skip
-            bench(
-                "op fwd",
-                "torch",
-                "reference",
-                1e-3,
-                table="fused ops",
-                calls_per_round=2,
-                saved_bytes=400,
-                gbps=4.0,
-                device="cpu",
-            ),  # fmt: skip
+            bench("op fwd", "reference", "reference", 4e-3, saved_bytes=1000, gbps=1.0, **op),
+            bench("op fwd", "torch", "reference", 1e-3, saved_bytes=400, gbps=4.0, **op),
             bench("loader", "torch", "torch", 0.5, table="input pipelines", images_per_s=128.0),
             bench("loader", "dali-cpu", "torch", 0.25, table="input pipelines", images_per_s=256.0),
             # predict rows do different work per call: the ratio is of faces/s, not of times per call

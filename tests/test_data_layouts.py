@@ -4,6 +4,7 @@ class order against the published label tables, hold-out splits, and one-line er
 from __future__ import annotations
 
 import logging
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -102,24 +103,38 @@ def test_rafdb_kaggle_folders_are_official_labels(tmp_path: Path) -> None:
     assert len(layout.splits["train"]) + len(layout.splits["val"]) == 70 and len(layout.splits["val"]) == 7
 
 
-@pytest.mark.parametrize(
-    "row, problem",
-    [
-        ("train_10000_aligned.jpg", r"expected 'image,label' with an integer label"),
-        ("train_10000_aligned.jpg,8", r"label 8 out of range 1\.\.7"),
-        ("train_99999_aligned.jpg,1", r"image train_99999_aligned\.jpg missing"),
-        ("train_10000_aligned.jpg,2", r".*DATASET/train/1/train_10000_aligned\.jpg is in folder 1 but labelled 2"),
-    ],
-)
-def test_rafdb_kaggle_bad_label_row_is_one_line(tmp_path: Path, row: str, problem: str) -> None:
-    make_rafdb_kaggle(tmp_path, per_class=2)
-    with open(tmp_path / "train_labels.csv", "a") as fh:
+BAD_ROWS = {  # family: (maker, per class, label file, line number of the appended row), [(row, problem)]
+    "rafdb": (
+        (make_rafdb_kaggle, 2, "train_labels.csv", 16),
+        [
+            ("train_10000_aligned.jpg", r"expected 'image,label' with an integer label, got .*"),
+            ("train_10000_aligned.jpg,8", r"label 8 out of range 1\.\.7"),
+            ("train_99999_aligned.jpg,1", r"image train_99999_aligned\.jpg missing from .*"),
+            ("train_10000_aligned.jpg,2", r".*DATASET/train/1/train_10000_aligned\.jpg is in folder 1 but labelled 2"),
+        ],
+    ),
+    "affectnet": (
+        (make_affectnet_official, 1, "training.csv", 13),
+        [
+            ("t0/img_0_0.jpg,1,2,3", r"4 fields, the header has 9"),
+            ("t0/none.jpg,16,16,32,32,1;2,0,0.1,0.2", r"image .*Manually_Annotated_Images/t0/none\.jpg missing"),
+            ("t0/img_0_0.jpg,16,16,32,32,1;2,11,0.1,0.2", r"expression 11 out of range 0\.\.10"),
+            ("t0/img_0_0.jpg,16,16,0,32,1;2,1,0.1,0.2", r"face box \[16, 16, 0, 32\] is empty or negative"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("family, row, problem", [(f, *case) for f, (_, cases) in BAD_ROWS.items() for case in cases])
+def test_bad_label_row_is_one_line(tmp_path: Path, family: str, row: str, problem: str) -> None:
+    make, per_class, labels, line = BAD_ROWS[family][0]
+    make(tmp_path, per_class=per_class)
+    with open(tmp_path / labels, "a") as fh:
         fh.write(row + "\n")
-    with pytest.raises(DataError, match=rf"train_labels\.csv line 16: {problem}") as info:
-        load_layout(tmp_path, family="rafdb")
+    with pytest.raises(DataError, match=rf"{re.escape(labels)} line {line}: {problem}$") as info:
+        load_layout(tmp_path, family=family)
     assert "\n" not in str(info.value)
-    layout = load_layout(tmp_path, family="rafdb", skip_bad=True, holdout=0)
-    assert layout.splits["train"].skipped == 1
+    assert load_layout(tmp_path, family=family, skip_bad=True, holdout=0).splits["train"].skipped == 1
 
 
 @pytest.mark.parametrize("num_classes, table", [(8, AFFECTNET_TABLE), (7, AFFECTNET_TABLE[:7])])
@@ -137,24 +152,6 @@ def test_affectnet_official_classes_boxes_and_dropped_rows(tmp_path: Path, caplo
     expect = "1 none (8), 1 uncertain (9), 1 no-face (10)"
     assert len(dropped) == 1 and expect in dropped[0] and (num_classes == 8) == ("contempt" not in dropped[0])
     assert layout.splits["val"] is te  # holdout 0: community protocol
-
-
-@pytest.mark.parametrize(
-    "fields, problem",
-    [
-        ("t0/img_0_0.jpg,1,2,3", r"4 fields, the header has 9"),
-        ("t0/none.jpg,16,16,32,32,1;2,0,0.1,0.2", r"image .*Manually_Annotated_Images/t0/none\.jpg missing"),
-        ("t0/img_0_0.jpg,16,16,32,32,1;2,11,0.1,0.2", r"expression 11 out of range 0\.\.10"),
-        ("t0/img_0_0.jpg,16,16,0,32,1;2,1,0.1,0.2", r"face box \[16, 16, 0, 32\] is empty or negative"),
-    ],
-)
-def test_affectnet_bad_row_is_one_line(tmp_path: Path, fields: str, problem: str) -> None:
-    make_affectnet_official(tmp_path, per_class=1)
-    with open(tmp_path / "training.csv", "a") as fh:
-        fh.write(fields + "\n")
-    with pytest.raises(DataError, match=rf"training\.csv line 13: {problem}$"):
-        load_layout(tmp_path, family="affectnet")
-    assert load_layout(tmp_path, family="affectnet", skip_bad=True, holdout=0).splits["train"].skipped == 1
 
 
 def test_affectnet_header_is_checked(tmp_path: Path) -> None:

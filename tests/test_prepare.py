@@ -1,5 +1,6 @@
-"""train.prepare on real photos: the Haar-cascade detector finds the astronaut's face, crops keep the class
-layout, faceless and unreadable images are reported, a second run resumes, and no temporary file stays."""
+"""train.prepare on real photos: prepare crops the box predict crops (the library's detector; where it
+finds the astronaut's face is test_predict_api's), crops keep the class layout, faceless and unreadable
+images are reported, a second run resumes, and no temporary file stays."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from PIL import Image
 pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 
-from train.face_detect import detect_largest_face  # noqa: E402
+from ddakern.inference.checkpoint import ModelSpec  # noqa: E402
+from ddakern.inference.detect import Detection, largest_face  # noqa: E402
+from ddakern.inference.images import read_image  # noqa: E402
+from ddakern.inference.predictor import Predictor  # noqa: E402
 from train.prepare import main, prepare  # noqa: E402
 
 
@@ -28,12 +32,20 @@ def _photos(root: Path) -> Path:
     return root
 
 
-def test_detector_finds_the_one_face() -> None:
-    box = detect_largest_face(skdata.astronaut())
-    assert box is not None
-    x, y, w, h = box
-    assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 170 and 70 < w < 160
-    assert detect_largest_face(np.full((200, 200, 3), 90, np.uint8)) is None
+def test_prepare_crops_the_box_predict_crops(tmp_path: Path) -> None:
+    """One detector, one box convention: unaligned at its own resolution, prepare's crop of a photo is
+    pixel for pixel the crop predict classifies (same detector defaults, same square, same border)."""
+    root = tmp_path / "photos"
+    (root / "happy").mkdir(parents=True)
+    Image.fromarray(skdata.astronaut()[:, 40:]).save(root / "happy" / "astronaut.png")
+    prepare(root, tmp_path / "crops", size=0, margin=0.9, align=False, workers=1, progress=False)
+    predictor = Predictor(None, ModelSpec("resnet18", ("happy",), 64, "unit"), margin=0.9)  # detection only
+    ((_, box, expected),) = predictor.detect(read_image(root / "happy" / "astronaut.png"))
+    assert box[1] < 0  # the margin reaches past the top edge: the border is filled the same way
+    got = np.asarray(Image.open(tmp_path / "crops" / "happy" / "astronaut.png"))
+    np.testing.assert_array_equal(got, expected)
+    small, large = Detection((0, 0, 40, 40), 9.0), Detection((50, 50, 100, 100), 1.0)
+    assert largest_face([small, large, small]) is large and largest_face([]) is None  # prepare keeps the largest
 
 
 def test_prepare_crops_reports_and_resumes(tmp_path: Path, capsys) -> None:
@@ -61,3 +73,7 @@ def test_prepare_bad_folders_are_one_line(tmp_path: Path, capsys) -> None:
     root = _photos(tmp_path / "p")
     assert main(["--data-root", str(root), "--out", str(root / "inside")]) == 1
     assert "must lie outside the data root" in capsys.readouterr().err
+    assert main(["--data-root", str(root), "--out", str(tmp_path / "o"), "--min-face", "-3"]) == 2
+    assert capsys.readouterr().err.startswith("error: --min-face: min face must be > 0")
+    assert main(["--data-root", str(root), "--out", str(tmp_path / "o"), "--detector", "yunet"]) == 1
+    assert capsys.readouterr().err == "error: detector 'yunet' needs its ONNX file (--yunet-model PATH)\n"

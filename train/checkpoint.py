@@ -1,17 +1,17 @@
-"""Checkpoints: contents, load, RNG capture, `--resume auto` (saved by ddakern.atomic.torch_save; the model
-is rebuilt by ddakern.inference.checkpoint.model_of, as inference does).
+"""Training checkpoints: the engine's state in them, RNG capture, `--resume auto`.
 
-A checkpoint is a dict: model, optimizer, scheduler, scaler state dicts; epoch (the epoch in progress,
-0-based), step (batches of that epoch already done; 0 at an epoch boundary), global_step, best metric
-and its epoch, early-stop counter, metric history, RNG states (one entry per rank), the resolved
-config, and what a consumer needs to rebuild the model without the config: model_name, num_classes,
-class_names, dda_stages, dda_options, dropout, image_size, normalize, recipe.
+The schema is the library's (ddakern.inference.checkpoint: format version, the keys that rebuild the
+model, safe loading, the format check); this module writes the model's entries through it (`model_entries`)
+and reads with its `read_checkpoint` (`load`). Besides the schema's entries a training checkpoint holds
+the optimizer, scheduler and scaler state dicts; epoch (the epoch in progress, 0-based), step (batches of
+that epoch already done; 0 at an epoch boundary), global_step, best metric and its epoch, early-stop
+counter, metric history, RNG states (one entry per rank), the resolved config, recipe and dataset.
+Saved by ddakern.atomic.torch_save; the model is rebuilt by ddakern.inference.checkpoint.model_of.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddakern.inference.checkpoint import CheckpointError
-from ddakern.serialization import torch_load
+from ddakern.inference.checkpoint import CheckpointError, model_entries, read_checkpoint
 
-FORMAT_VERSION = 1
+load = read_checkpoint
+"""Read a checkpoint (the library's safe loader and format check)."""
 log = logging.getLogger("train")
 
 
@@ -56,6 +56,9 @@ _STATE_KEYS = (
     "train_images",
 )
 
+_MODEL_CONFIG = ("image_size", "normalize", "dda_stages", "dda_options", "dropout")
+"""The config fields that go into the schema's model entries under their own names."""
+
 
 def build_checkpoint(
     *,
@@ -80,7 +83,7 @@ def build_checkpoint(
     cfg = config
     model = net.state_dict()
     ckpt = {
-        "format": FORMAT_VERSION,
+        **model_entries(model_name=cfg.model, class_names=class_names, **{k: getattr(cfg, k) for k in _MODEL_CONFIG}),
         "model": model,
         "optimizer": optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
@@ -92,14 +95,6 @@ def build_checkpoint(
         "rng": rng,
         "world_size": world_size,
         "config": cfg.to_dict(),
-        "model_name": cfg.model,
-        "num_classes": len(class_names),
-        "class_names": list(class_names),
-        "dda_stages": list(cfg.dda_stages),
-        "dda_options": cfg.dda_options,
-        "dropout": cfg.dropout,
-        "image_size": cfg.image_size,
-        "normalize": cfg.normalize,
         "recipe": cfg.recipe,
         "dataset": cfg.dataset,
         "best_weights": state.best_weights,
@@ -157,20 +152,6 @@ def restore_checkpoint(
         f"{world_size}: RNG streams are not restored (the run is not bitwise-resumable)"
     )
     return None
-
-
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ddakern.atomic.torch_save (Trainer.save)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch_load(path, map_location=map_location)  # weights_only=True + numpy's RNG-state types
-    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION or "model" not in ckpt:
-        raise CheckpointError(f"{path}: not a train.run checkpoint (format {FORMAT_VERSION})")
-    return ckpt
 
 
 def rng_state() -> dict[str, Any]:

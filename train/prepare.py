@@ -1,8 +1,10 @@
 """`python -m train.prepare --data-root DIR --out DIR2`: face crops of a class-folder set of photos.
 
-Every image under DIR (any folder layout: class folders, train/test/<class>, ...) is searched for faces;
-the largest one is cropped (square, with a margin, levelled by the eye line) and written to the same
-relative path under DIR2, so DIR2 trains with `python -m train.run --recipe folders --data-root DIR2`.
+Every image under DIR (any folder layout: class folders, train/test/<class>, ...) is searched for faces
+with the detector prediction uses (ddakern.inference.detect: `--detector`, `--min-face` as in
+`python -m ddakern predict`); the largest one is cropped (the square prediction crops, with a margin,
+levelled by the eye line) and written to the same relative path under DIR2, so DIR2 trains with
+`python -m train.run --recipe folders --data-root DIR2`.
 Images without a face (or unreadable) are listed in DIR2/no_face.txt and DIR2/prepare_report.json.
 Resumable: crops already in DIR2 are skipped. Writes are atomic (temporary file, then rename).
 
@@ -28,10 +30,14 @@ from tqdm import tqdm
 
 from ddakern.atomic import write_bytes
 from ddakern.cli import prog
+from ddakern.inference.detect import Detector, DetectorError, face_crop, largest_face, make_detector, parse_min_face
+from ddakern.inference.images import ImageError, read_image
 
 from .data.errors import DataError
 from .data.scan import image_files
-from .face_detect import Detector, crop_face, detect_largest_face, load_detector
+
+PREPARE_DETECTORS = ("haar", "yunet")
+"""The built-in detectors prepare offers (predict's "none" is for images that are face crops already)."""
 
 
 @dataclass
@@ -43,15 +49,6 @@ class PrepareReport:
     existing: int = 0
     no_face: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
-
-
-def read_rgb(path: Path) -> np.ndarray | None:
-    """RGB uint8 image, or None when OpenCV cannot decode it."""
-    import cv2
-
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def encode(image: np.ndarray, suffix: str) -> bytes:
@@ -68,13 +65,14 @@ def encode(image: np.ndarray, suffix: str) -> bytes:
 
 def crop_one(src: Path, dst: Path, detector: Detector, size: int, margin: float, align: bool) -> str:
     """'written', 'no_face' or 'unreadable' for one image."""
-    image = read_rgb(src)
-    if image is None:
+    try:
+        image = read_image(src)  # as predict reads it (EXIF orientation, 16-bit, transparency)
+    except ImageError:
         return "unreadable"
-    box = detector(image)
-    if box is None:
+    face = largest_face(detector(image))
+    if face is None:
         return "no_face"
-    write_bytes(dst, encode(crop_face(image, box, size, margin, align), dst.suffix))
+    write_bytes(dst, encode(face_crop(image, face.box, margin, size, align), dst.suffix))
     return "written"
 
 
@@ -82,21 +80,26 @@ def prepare(
     root: Path,
     out: Path,
     *,
-    detector: Detector = detect_largest_face,
+    detector: str | Detector = "haar",
+    min_face: float | None = None,
+    yunet_model: Path | None = None,
     size: int = 224,
     margin: float = 0.2,
     align: bool = True,
     workers: int = 2,
     progress: bool = True,
 ) -> PrepareReport:
-    """Crop the largest face of every image under `root` into the same relative path under `out`."""
+    """Crop the largest face of every image under `root` into the same relative path under `out`.
+    `detector`: a name of PREPARE_DETECTORS (with `min_face`, `yunet_model`: see make_detector) or a
+    callable of the library's Detector type."""
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist")
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise DataError(f"{out}: the output folder must lie outside the data root {root}")
-    if detector is detect_largest_face:
-        load_detector()
+    if detector == "none":
+        raise DetectorError("prepare needs a face detector (haar or yunet), not 'none'")
+    detector = make_detector(detector, yunet_model=yunet_model, min_face=min_face)  # one error up front
     files = [Path(f) for f in image_files(root)]
     if not files:
         raise DataError(f"{root}: no images found")
@@ -142,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=224, help="crop side in pixels (0: keep the crop's resolution)")
     p.add_argument("--margin", type=float, default=0.2, help="margin around the face box per side (fraction)")
     p.add_argument("--no-align", dest="align", action="store_false", help="do not level the eye line")
+    p.add_argument("--detector", default="haar", choices=PREPARE_DETECTORS, help="face detector (as predict's)")
+    p.add_argument("--yunet-model", type=Path, help="YuNet ONNX file for --detector yunet")
+    p.add_argument(
+        "--min-face",
+        help="smallest face: pixels (>= 1) or a fraction of the short side (< 1); "
+        "default 0.1 of the short side, at most 160 px (as predict)",
+    )
     p.add_argument("--workers", type=int, default=2, help="detection threads")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
@@ -153,9 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --size and --margin must be >= 0, --workers >= 1", file=sys.stderr)
         return 2
     try:
+        min_face = None if args.min_face is None else parse_min_face(args.min_face)
+    except ValueError as e:
+        print(f"error: --min-face: {e}", file=sys.stderr)
+        return 2
+    try:
         options = dict(size=args.size, margin=args.margin, align=args.align, workers=args.workers)
-        r = prepare(args.data_root, args.out, progress=args.progress, **options)
-    except (DataError, RuntimeError) as e:
+        detection = dict(detector=args.detector, min_face=min_face, yunet_model=args.yunet_model)
+        r = prepare(args.data_root, args.out, progress=args.progress, **options, **detection)
+    except (DataError, DetectorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

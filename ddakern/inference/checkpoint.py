@@ -1,14 +1,17 @@
-"""Read a `train.run` / `train.fuse` checkpoint safely and rebuild its model for inference.
+"""The checkpoint schema (format 1), its safe reading and the model a checkpoint rebuilds.
 
-The library does not import `train`: this module knows the checkpoint's keys (format 1): `model`
-(state dict), `model_name`, `num_classes`, `class_names`, `dda_stages`, `dda_options`, `dropout`,
-`image_size`, `normalize`; fusion checkpoints have `model_name` "fusion-<method>" and `fusion`
-{method, members (paths of the member checkpoints), options}.
+The library owns the schema and does not import `train`; the engine (`train.checkpoint`) writes the
+model's entries with `model_entries` and reads with `read_checkpoint`, as inference does. A checkpoint
+is a dict: `format`, `model` (state dict) and the `MODEL_KEYS` (`model_name`, `num_classes`,
+`class_names`, `dda_stages`, `dda_options`, `dropout`, `image_size`, `normalize`); fusion checkpoints
+have `model_name` "fusion-<method>" and `fusion` {method, members (paths of the member checkpoints),
+options}. The engine adds its training state (optimizer, epoch, RNG, config, ...) beside them.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,11 @@ from ddakern.normalization import norm_constants
 from ddakern.serialization import UnsafeFileError, torch_load
 
 FORMAT_VERSION = 1
+MODEL_KEYS = ("model_name", "num_classes", "class_names", "dda_stages", "dda_options", "dropout", "image_size",
+              "normalize")  # fmt: skip
+"""The entries that rebuild the model and its input preprocessing without the training config."""
+REQUIRED_KEYS = ("model_name", "class_names", "image_size", "normalize")
+"""Those a checkpoint cannot be used without (the others have defaults: see `spec_of`)."""
 
 
 class CheckpointError(ValueError):
@@ -58,8 +66,44 @@ class ModelSpec:
         }
 
 
+def model_entries(
+    *,
+    model_name: str,
+    class_names: Sequence[str],
+    image_size: int,
+    normalize: str,
+    dda_stages: Sequence[int] = (),
+    dda_options: dict[str, Any] | None = None,
+    dropout: float = 0.4,
+) -> dict[str, Any]:
+    """`format` and the MODEL_KEYS of a checkpoint, as the engine writes them (weights go under `model`)."""
+    return {
+        "format": FORMAT_VERSION,
+        "model_name": model_name,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "dda_stages": list(dda_stages),
+        "dda_options": dict(dda_options or {}),
+        "dropout": dropout,
+        "image_size": image_size,
+        "normalize": normalize,
+    }
+
+
+def check_format(ckpt: Any, path: str | os.PathLike = "<checkpoint>") -> dict[str, Any]:
+    """`ckpt` if it is a checkpoint of this format with weights and the required keys; else a one-line
+    CheckpointError naming `path`."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a train.run / train.fuse checkpoint (format {FORMAT_VERSION})")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return ckpt
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict, loaded without running code from the file."""
+    """The checkpoint dict, loaded without running code from the file (weights_only=True with numpy's
+    RNG-state types allowed: ddakern.serialization) and checked by `check_format`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -69,12 +113,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION or "model" not in ckpt:
-        raise CheckpointError(f"{path}: not a train.run / train.fuse checkpoint (format {FORMAT_VERSION})")
-    missing = [k for k in ("model_name", "class_names", "image_size", "normalize") if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return ckpt
+    return check_format(ckpt, path)
 
 
 def member_path(stored: str, fusion_ckpt: Path) -> Path:
@@ -163,11 +202,15 @@ def load_model(
 
 
 __all__ = [
+    "FORMAT_VERSION",
+    "MODEL_KEYS",
     "CheckpointError",
     "ModelSpec",
     "build_from_spec",
+    "check_format",
     "load_model",
     "member_path",
+    "model_entries",
     "model_of",
     "norm_constants",
     "read_checkpoint",

@@ -15,14 +15,20 @@ a copy scaled down so that this smallest face is `DETECT_FACE_PX` (40) pixels th
 window is 24 px; its recall falls off below about 40), and the boxes are mapped back to full
 resolution: the cost per photo is then about the same at any resolution (a 1024 x 768 photo is
 searched at 533 x 400). Detectors are safe to call from several threads (one OpenCV object per thread).
+
+Boxes are (x0, y0, x1, y1) everywhere: prediction crops with `square_box` + `crop`; `train.prepare`
+takes the `largest_face` and crops it with `face_crop` (the same square, levelled by the eye line), so
+a training crop and a prediction crop of the same photo come from the same detector and box.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +259,55 @@ def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     ys = np.clip(np.arange(y0, y1), 0, h - 1)
     xs = np.clip(np.arange(x0, x1), 0, w - 1)
     return rgb[ys[:, None], xs[None, :]]
+
+
+def largest_face(detections: Sequence[Detection]) -> Detection | None:
+    """The detection with the largest box area (the first of equals), or None when there is none."""
+    return max(detections, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), default=None)
+
+
+@cache
+def _eyes() -> HaarDetector:
+    """OpenCV's eye cascade (its per-thread classifier is what `eye_angle` uses)."""
+    return HaarDetector("haarcascade_eye.xml")
+
+
+def eye_angle(rgb: np.ndarray, box: tuple[int, int, int, int]) -> float | None:
+    """Roll angle (degrees, within +-30) of the line through the two largest eyes found in the upper half
+    of the face `box`, or None when two distinct eyes are not found."""
+    cv2 = _cv2()
+    x0, y0, x1, y1 = box
+    w = x1 - x0
+    top = crop(rgb, (x0, y0, x1, y0 + (y1 - y0) // 2))
+    gray = cv2.equalizeHist(np.ascontiguousarray(cv2.cvtColor(np.ascontiguousarray(top), cv2.COLOR_RGB2GRAY)))
+    eyes = _eyes().classifier.detectMultiScale(gray, 1.1, 5, minSize=(max(8, w // 10),) * 2)
+    if len(eyes) < 2:
+        return None
+    two = sorted(eyes, key=lambda e: e[2] * e[3])[-2:]
+    (ax, ay), (bx, by) = sorted((ex + ew / 2, ey + eh / 2) for ex, ey, ew, eh in two)
+    if bx - ax < w / 5:  # the two hits are one eye
+        return None
+    angle = math.degrees(math.atan2(by - ay, bx - ax))
+    return angle if abs(angle) <= 30 else None
+
+
+def face_crop(
+    rgb: np.ndarray, box: tuple[int, int, int, int], margin: float, size: int = 0, align: bool = False
+) -> np.ndarray:
+    """`crop(rgb, square_box(box, margin))`, turned about its centre to level the eye line when `align`
+    (and two eyes are found), resized to size x size (0: as cropped). Outside the image: its border
+    replicated, as `crop` does."""
+    cv2 = _cv2()
+    square = square_box(box, margin)
+    side = square[2] - square[0]
+    angle = eye_angle(rgb, box) if align else None
+    if angle is None:
+        face = crop(rgb, square)
+    else:
+        centre = ((square[0] + square[2]) / 2.0, (square[1] + square[3]) / 2.0)
+        m = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        m[:, 2] += (side / 2.0 - centre[0], side / 2.0 - centre[1])
+        face = cv2.warpAffine(rgb, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if size == 0 or size == side:
+        return np.ascontiguousarray(face)
+    return cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA if size < side else cv2.INTER_LINEAR)

@@ -27,7 +27,7 @@ from torch import nn
 
 from ddakern.atomic import temp_path, torch_save
 from ddakern.inference.backends import SPEC_KEY
-from ddakern.inference.checkpoint import ModelSpec, load_model, member_path
+from ddakern.inference.checkpoint import MODEL_KEYS, ModelSpec, load_model, member_path
 
 FORMATS = {
     "onnx": ".onnx",
@@ -83,8 +83,7 @@ def export_program(model: nn.Module, spec: ModelSpec, path: Path) -> Path:
     return _atomic(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra))
 
 
-WEIGHTS_KEYS = ("format", "model_name", "num_classes", "class_names", "dda_stages", "dda_options", "dropout",
-                "image_size", "normalize", "recipe", "dataset", "epoch", "best_metric", "best_epoch")  # fmt: skip
+WEIGHTS_KEYS = ("format", *MODEL_KEYS, "recipe", "dataset", "epoch", "best_metric", "best_epoch")
 """What a weights-only file keeps of a training checkpoint besides `model`, `config` and `fusion`."""
 
 

@@ -1,0 +1,69 @@
+"""One checkpoint schema: the engine writes through the library's (ddakern.inference.checkpoint), so what
+train.run saves passes the library's format check and reads back as the model's spec; train reads with
+the library's safe loader (so it refuses code as test_predict_safe_loading pins for that loader)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddakern import atomic
+from ddakern.inference.checkpoint import (
+    FORMAT_VERSION,
+    MODEL_KEYS,
+    CheckpointError,
+    check_format,
+    read_checkpoint,
+    spec_of,
+)
+from train import checkpoint
+from train.config import parse_cli, resolve
+from train.engine import make_optimizer, make_scheduler
+
+
+def _engine_checkpoint(tmp_path: Path) -> Path:
+    """What Trainer.save writes (build_checkpoint, then the atomic torch.save) for a DDA config; the
+    weights are a small real module's (the schema does not depend on their size; test_train_run
+    rebuilds a whole run's checkpoint with model_of)."""
+    argv = ["--model", "resnet18_dda", "--dda-stages", "4", "--dda-width", "16", "--dda-spatial-width", "16"]
+    cfg = resolve(*parse_cli([*argv, "--image-size", "32"]))
+    net = torch.nn.Linear(4, 3)
+    optimizer = make_optimizer(cfg, net.parameters())
+    ckpt = checkpoint.build_checkpoint(
+        state=checkpoint.State(epoch=1, best_metric=40.0, best_epoch=1),
+        net=net,
+        optimizer=optimizer,
+        scheduler=make_scheduler(cfg, optimizer),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        rng=[checkpoint.rng_state()],
+        world_size=1,
+        config=cfg,
+        class_names=("angry", "happy", "sad"),
+    )
+    path = tmp_path / "last.pt"
+    atomic.torch_save(ckpt, path)
+    return path
+
+
+def test_engine_checkpoint_passes_the_library_format_check(tmp_path: Path) -> None:
+    path = _engine_checkpoint(tmp_path)
+    assert checkpoint.load is read_checkpoint  # train reads with the library's safe loader and check
+    ckpt = read_checkpoint(path)
+    assert check_format(ckpt, path) is ckpt and ckpt["format"] == FORMAT_VERSION and set(MODEL_KEYS) <= set(ckpt)
+    spec = spec_of(ckpt, path)
+    assert (spec.model_name, spec.class_names, spec.image_size, spec.normalize) == (
+        "resnet18_dda",
+        ("angry", "happy", "sad"),
+        32,
+        "unit",
+    )
+    assert spec.dda_stages == (4,) and spec.dda_options == {"width": 16, "spatial_width": 16}
+    assert ckpt["num_classes"] == 3 and ckpt["epoch"] == 1 and ckpt["rng"][0]["numpy"][0] == "MT19937"
+    del ckpt["image_size"]
+    with pytest.raises(CheckpointError, match=r"last\.pt: checkpoint lacks image_size$"):
+        check_format(ckpt, path)
+    ckpt["format"] = FORMAT_VERSION + 1
+    with pytest.raises(CheckpointError, match=r"last\.pt: not a train\.run / train\.fuse checkpoint \(format 1\)$"):
+        check_format(ckpt, path)
