@@ -30,7 +30,7 @@ def _engine_checkpoint(tmp_path: Path) -> Path:
     argv = ["--model", "resnet18_dda", "--dda-stages", "4", "--dda-width", "16", "--dda-spatial-width", "16"]
     cfg = resolve(*parse_cli([*argv, "--image-size", "32"]))
     net = torch.nn.Linear(4, 3)
-    optimizer = make_optimizer(cfg, net.parameters())
+    optimizer, _ = make_optimizer(cfg, net.parameters())
     ckpt = checkpoint.build_checkpoint(
         state=checkpoint.State(epoch=1, best_metric=40.0, best_epoch=1),
         net=net,
