@@ -12,11 +12,11 @@ from pathlib import Path
 from types import ModuleType
 
 try:
-    from ddakern.kernels import interpret, layout
+    from ddakern.kernels import contract, interpret, layout
 except ModuleNotFoundError as e:  # a source tree: kernels/ sits beside ddakern/
     if e.name != "ddakern.kernels":
         raise
-    from kernels import interpret, layout
+    from kernels import contract, interpret, layout
 
     if Path(layout.__file__).resolve().parents[1] != Path(__file__).resolve().parents[1]:
         raise ImportError(
@@ -27,7 +27,7 @@ except ModuleNotFoundError as e:  # a source tree: kernels/ sits beside ddakern/
 KERNELS_PACKAGE: str = layout.__name__.rpartition(".")[0]
 """The kernels package's name: ddakern.kernels (installed) or kernels (a source tree)."""
 
-__all__ = ["KERNELS_PACKAGE", "interpret", "kernels_module", "layout"]
+__all__ = ["KERNELS_PACKAGE", "contract", "interpret", "kernels_module", "layout"]
 
 
 def kernels_module(name: str) -> ModuleType:

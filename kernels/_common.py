@@ -15,7 +15,7 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import torch
 
@@ -36,15 +36,15 @@ def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def on_input_device(
-    launcher: Callable[Concatenate[torch.Tensor, _P], _R],
-) -> Callable[Concatenate[torch.Tensor, _P], _R]:
-    """Run a launcher under the device guard of its first argument (a tensor on the op's device)."""
+def on_input_device(launcher: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a launcher under the device guard of its first argument: a tensor on the op's device, or an
+    argument bundle of kernels.contract whose first field is one."""
 
     @functools.wraps(launcher)
-    def guarded(t: torch.Tensor, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with device_guard(t):
-            return launcher(t, *args, **kwargs)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        first = args[0]
+        with device_guard(first if isinstance(first, torch.Tensor) else first[0]):
+            return launcher(*args, **kwargs)
 
     return guarded
 

@@ -9,14 +9,46 @@ The backward recomputes the softmax from logits instead of saving it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import triton
 import triton.language as tl
 
 from ._common import as_ncp, blocks, cdiv, next_pow2, on_input_device, split_range, tuning
+from .contract import BatchNormState, ResidualGrads, ResidualTensors
 from .layout import empty_ncp_like
+
+# ---------------------------------------------------------------------------------------------
+# tile index math (inlined by Triton)
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _positions(p0, end, BLOCK_P: tl.constexpr):
+    """Offsets and mask of the position block p0 .. p0 + BLOCK_P of a range ending before `end`."""
+    offs_p = p0 + tl.arange(0, BLOCK_P)
+    return offs_p, offs_p < end
+
+
+@triton.jit
+def _channels(k, C, mask_p, BLOCK_C: tl.constexpr):
+    """Offsets and mask of channel chunk k, and the [BLOCK_C, BLOCK_P] tile mask with positions mask_p."""
+    offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    return offs_c, mask_c, mask_c[:, None] & mask_p[None, :]
+
+
+@triton.jit
+def _load_tile(base, s_c, s_p, offs_c, offs_p, mask):
+    """Load a [BLOCK_C, BLOCK_P] tile of a strided map in fp32 (0 where masked)."""
+    return tl.load(base + offs_c[:, None] * s_c + offs_p[None, :] * s_p, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_tile(base, s_c, s_p, offs_c, offs_p, value, mask):
+    """Store an fp32 [BLOCK_C, BLOCK_P] tile into a strided map, converted to the map's dtype."""
+    ptrs = base + offs_c[:, None] * s_c + offs_p[None, :] * s_p
+    tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
+
 
 # ---------------------------------------------------------------------------------------------
 # batch statistics
@@ -41,11 +73,9 @@ def _stats_partial_kernel(
     mean = tl.zeros([BLOCK_C], tl.float32)
     m2 = tl.zeros([BLOCK_C], tl.float32)
     for p0 in range(start, end, BLOCK_P):
-        offs_p = p0 + tl.arange(0, BLOCK_P)
-        mask_p = offs_p < end
+        offs_p, mask_p = _positions(p0, end, BLOCK_P)
         mask = mask_c[:, None] & mask_p[None, :]
-        v = tl.load(base + offs_c[:, None] * s_c + offs_p[None, :] * s_p, mask=mask, other=0.0)
-        v = v.to(tl.float32)
+        v = _load_tile(base, s_c, s_p, offs_c, offs_p, mask)
         tcnt = tl.sum(mask_p.to(tl.float32), 0)
         tmean = tl.sum(v, 1) / tcnt
         d = tl.where(mask, v - tmean[:, None], 0.0)
@@ -108,14 +138,9 @@ def _stats_finalize_kernel(
 
 
 @on_input_device
-def bn_stats(
-    logits: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    momentum: float,
-    eps: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch mean and rstd (fp32, per channel) of N x C x H x W logits; updates running stats in place."""
+def bn_stats(logits: torch.Tensor, state: BatchNormState) -> tuple[torch.Tensor, torch.Tensor]:
+    """AttentionResidualBackend.bn_stats (kernels.contract) for fp32 statistics: two Triton passes."""
+    running_mean, running_var, momentum, eps = state
     n, c, h, w = logits.shape
     hw = h * w
     lg, s_n, s_c, s_p = as_ncp(logits)
@@ -171,10 +196,25 @@ def _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c):
 @triton.jit
 def _bn(l_base, s_c, s_p, offs_c, offs_p, mask, w, b, mean, rstd):
     """Normalised logits xhat and pre-activation zp = xhat * w + b of one tile (fp32)."""
-    lv = tl.load(l_base + offs_c[:, None] * s_c + offs_p[None, :] * s_p, mask=mask, other=0.0)
-    xhat = (lv.to(tl.float32) - mean[:, None]) * rstd[:, None]
+    xhat = (_load_tile(l_base, s_c, s_p, offs_c, offs_p, mask) - mean[:, None]) * rstd[:, None]
     zp = xhat * w[:, None] + b[:, None]
     return xhat, zp
+
+
+@triton.jit
+def _softmax_tile(zp, mask, mask_p):
+    """m = softmax over the channels of relu(zp) for a tile holding all of them; also its max and 1/sum."""
+    z = tl.maximum(zp, 0.0)
+    mx = tl.max(z, 0)
+    e = tl.where(mask, tl.exp(z - mx[None, :]), 0.0)
+    inv = 1.0 / tl.where(mask_p, tl.sum(e, 0), 1.0)
+    return e * inv[None, :], mx, inv
+
+
+@triton.jit
+def _softmax_with(zp, mask, mx, inv):
+    """m = softmax over the channels of relu(zp) from the per-position max and 1/sum of all channels."""
+    return tl.where(mask, tl.exp(tl.maximum(zp, 0.0) - mx[None, :]), 0.0) * inv[None, :]
 
 
 @triton.jit
@@ -186,9 +226,7 @@ def _softmax_stats(
     mx = tl.zeros([BLOCK_P], tl.float32)  # relu output >= 0, so 0 is a valid starting maximum
     den = tl.zeros([BLOCK_P], tl.float32)
     for k in range(NUM_CHUNKS):
-        offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask_c = offs_c < C
-        mask = mask_c[:, None] & mask_p[None, :]
+        offs_c, mask_c, mask = _channels(k, C, mask_p, BLOCK_C)
         w, b, mean, rstd = _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c)
         _, zp = _bn(l_base, s_c, s_p, offs_c, offs_p, mask, w, b, mean, rstd)
         z = tl.maximum(zp, 0.0)
@@ -218,14 +256,9 @@ def _fwd_kernel(
         mask = mask_c[:, None] & mask_p[None, :]
         w, b, mean, rstd = _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c)
         _, zp = _bn(l_base, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd)
-        z = tl.maximum(zp, 0.0)
-        mx = tl.max(z, 0)
-        e = tl.where(mask, tl.exp(z - mx[None, :]), 0.0)
-        inv = 1.0 / tl.where(mask_p, tl.sum(e, 0), 1.0)
-        m = e * inv[None, :]
-        xv = tl.load(x_base + offs_c[:, None] * sxc + offs_p[None, :] * sxp, mask=mask, other=0.0)
-        out = xv.to(tl.float32) * (1.0 + m)
-        tl.store(o_base + offs_c[:, None] * soc + offs_p[None, :] * sop, out.to(o_ptr.dtype.element_ty), mask=mask)
+        m, _, _ = _softmax_tile(zp, mask, mask_p)
+        out = _load_tile(x_base, sxc, sxp, offs_c, offs_p, mask) * (1.0 + m)
+        _store_tile(o_base, soc, sop, offs_c, offs_p, out, mask)
     else:
         mx, inv = _softmax_stats(
             l_base,
@@ -243,19 +276,12 @@ def _fwd_kernel(
             NUM_CHUNKS,
         )
         for k in range(NUM_CHUNKS):
-            offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
-            mask_c = offs_c < C
-            mask = mask_c[:, None] & mask_p[None, :]
+            offs_c, mask_c, mask = _channels(k, C, mask_p, BLOCK_C)
             w, b, mean, rstd = _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c)
             _, zp = _bn(l_base, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd)
-            m = tl.where(mask, tl.exp(tl.maximum(zp, 0.0) - mx[None, :]), 0.0) * inv[None, :]
-            xv = tl.load(x_base + offs_c[:, None] * sxc + offs_p[None, :] * sxp, mask=mask, other=0.0)
-            out = xv.to(tl.float32) * (1.0 + m)
-            tl.store(
-                o_base + offs_c[:, None] * soc + offs_p[None, :] * sop,
-                out.to(o_ptr.dtype.element_ty),
-                mask=mask,
-            )
+            m = _softmax_with(zp, mask, mx, inv)
+            out = _load_tile(x_base, sxc, sxp, offs_c, offs_p, mask) * (1.0 + m)
+            _store_tile(o_base, soc, sop, offs_c, offs_p, out, mask)
 
 
 def forward_blocks(c: int, hw: int, channels_last: bool) -> tuple[int, int, int]:
@@ -264,18 +290,12 @@ def forward_blocks(c: int, hw: int, channels_last: bool) -> tuple[int, int, int]
 
 
 @on_input_device
-def forward(
-    x: torch.Tensor,
-    logits: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    mean: torch.Tensor,
-    rstd: torch.Tensor,
-) -> torch.Tensor:
-    """out = x * (1 + softmax_c(relu((logits - mean) * rstd * weight + bias))), in x's memory format."""
+def forward(t: ResidualTensors) -> torch.Tensor:
+    """AttentionResidualBackend.forward (kernels.contract): one Triton pass."""
+    x, logits = t.x, t.logits
     n, c, h, w = x.shape
     hw = h * w
-    weight, bias, mean, rstd = (t.contiguous() for t in (weight, bias, mean, rstd))
+    weight, bias, mean, rstd = (v.contiguous() for v in t[2:])
     out = empty_ncp_like(x)
     xv, sxn, sxc, sxp = as_ncp(x)
     lv, sln, slc, slp = as_ncp(logits)
@@ -299,10 +319,9 @@ def forward(
 def _bwd_tile(dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd, mx, inv):
     """Recompute one tile: returns (m, dy, dy * x, xhat, zp) in fp32."""
     xhat, zp = _bn(l_base, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd)
-    m = tl.where(mask, tl.exp(tl.maximum(zp, 0.0) - mx[None, :]), 0.0) * inv[None, :]
-    dy = tl.load(dy_base + offs_c[:, None] * sdc + offs_p[None, :] * sdp, mask=mask, other=0.0).to(tl.float32)
-    xv = tl.load(x_base + offs_c[:, None] * sxc + offs_p[None, :] * sxp, mask=mask, other=0.0).to(tl.float32)
-    return m, dy, dy * xv, xhat, zp
+    m = _softmax_with(zp, mask, mx, inv)
+    dy = _load_tile(dy_base, sdc, sdp, offs_c, offs_p, mask)
+    return m, dy, dy * _load_tile(x_base, sxc, sxp, offs_c, offs_p, mask), xhat, zp
 
 
 @triton.jit
@@ -311,21 +330,12 @@ def _bwd_chunk(
     C, offs_p, mask_p, mx, inv, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Channel chunk k of the chunked backward: its offsets and masks, gain w * rstd, and _bwd_tile."""
-    offs_c = k * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < C
-    mask = mask_c[:, None] & mask_p[None, :]
+    offs_c, mask_c, mask = _channels(k, C, mask_p, BLOCK_C)
     w, b, mean, rstd = _chan(w_ptr, b_ptr, mean_ptr, rstd_ptr, offs_c, mask_c)
     m, dy, dm, xhat, zp = _bwd_tile(
         dy_base, x_base, l_base, sdc, sdp, sxc, sxp, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd, mx, inv
     )
     return offs_c, mask_c, mask, w * rstd, m, dy, dm, xhat, zp
-
-
-@triton.jit
-def _store_tile(base, s_c, s_p, offs_c, offs_p, value, mask):
-    """Store an fp32 [BLOCK_C, BLOCK_P] tile into a strided map, converted to the map's dtype."""
-    ptrs = base + offs_c[:, None] * s_c + offs_p[None, :] * s_p
-    tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -384,28 +394,21 @@ def _bwd_kernel(
         acc_s = tl.zeros([BLOCK_C], tl.float32)
         acc_sx = tl.zeros([BLOCK_C], tl.float32)
         for p0 in range(start, end, BLOCK_P):
-            offs_p = p0 + tl.arange(0, BLOCK_P)
-            mask_p = offs_p < end
+            offs_p, mask_p = _positions(p0, end, BLOCK_P)
             mask = mask_c[:, None] & mask_p[None, :]
             xhat, zp = _bn(l_base, slc, slp, offs_c, offs_p, mask, w, b, mean, rstd)
             if POS == 2:
                 mx, inv, s = _load_pos(pos_base, HW, offs_p, mask_p)
-                m = tl.where(mask, tl.exp(tl.maximum(zp, 0.0) - mx[None, :]), 0.0) * inv[None, :]
+                m = _softmax_with(zp, mask, mx, inv)
             else:
-                z = tl.maximum(zp, 0.0)
-                mx = tl.max(z, 0)
-                e = tl.where(mask, tl.exp(z - mx[None, :]), 0.0)
-                inv = 1.0 / tl.where(mask_p, tl.sum(e, 0), 1.0)
-                m = e * inv[None, :]
+                m, mx, inv = _softmax_tile(zp, mask, mask_p)
                 if POS == 1:  # stored now, so that mx and inv need no registers for the rest of the tile
                     tl.store(pos_base + offs_p, mx, mask=mask_p)
                     tl.store(pos_base + HW + offs_p, inv, mask=mask_p)
-            dy = tl.load(dy_base + offs_c[:, None] * sdc + offs_p[None, :] * sdp, mask=mask, other=0.0)
-            dy = dy.to(tl.float32)
+            dy = _load_tile(dy_base, sdc, sdp, offs_c, offs_p, mask)
             if WRITE_DX:
                 _store_tile(dx_base, sgc, sgp, offs_c, offs_p, dy * (1.0 + m), mask)
-            xv = tl.load(x_base + offs_c[:, None] * sxc + offs_p[None, :] * sxp, mask=mask, other=0.0)
-            dm = dy * xv.to(tl.float32)
+            dm = dy * _load_tile(x_base, sxc, sxp, offs_c, offs_p, mask)
             if POS != 2:
                 s = tl.sum(m * dm, 0)
             if POS == 1:
@@ -425,8 +428,7 @@ def _bwd_kernel(
             tl.store(psumx_ptr + row * C + offs_c, acc_sx, mask=mask_c)
     else:
         for p0 in range(start, end, BLOCK_P):
-            offs_p = p0 + tl.arange(0, BLOCK_P)
-            mask_p = offs_p < end
+            offs_p, mask_p = _positions(p0, end, BLOCK_P)
             if POS == 2:
                 mx, inv, s = _load_pos(pos_base, HW, offs_p, mask_p)
             else:
@@ -468,31 +470,20 @@ def _bwd_kernel(
 
 @on_input_device
 def backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    logits: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    mean: torch.Tensor,
-    rstd: torch.Tensor,
-    batch_stats: bool,
-    need_x: bool,
-    need_logits: bool,
-    sync_means: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    grad: torch.Tensor, t: ResidualTensors, want: ResidualGrads
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (dx, dlogits, dweight, dbias); dx / dlogits are empty when not needed.
-
-    `sync_means` (synchronised batch statistics) maps this rank's per-channel sums of dz and dz * xhat
-    (2 x C) to their means over every rank's batch: it runs between the two passes, and the second
-    pass centres dlogits with its result.
-    """
+    """AttentionResidualBackend.backward (kernels.contract): one Triton pass, or two when dlogits goes
+    through the batch statistics (want.sync_means then runs between them, and the second pass centres
+    dlogits with its result)."""
+    x, logits = t.x, t.logits
+    need_x, need_logits, batch_stats, sync_means = want
     n, c, h, w = x.shape
     hw = h * w
     dev = x.device
     gv, sdn, sdc, sdp = as_ncp(grad)
     xv, sxn, sxc, sxp = as_ncp(x)
     lv, sln, slc, slp = as_ncp(logits)
-    weight, bias, mean, rstd = (t.contiguous() for t in (weight, bias, mean, rstd))
+    weight, bias, mean, rstd = (v.contiguous() for v in t[2:])
     dx = empty_ncp_like(x) if need_x else x.new_empty(0)
     dl = empty_ncp_like(logits) if need_logits else logits.new_empty(0)
     sgn, sgc, sgp = as_ncp(dx)[1:] if need_x else (0, 0, 0)

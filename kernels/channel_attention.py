@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from ._common import as_ncp, cdiv, next_pow2, on_input_device, split_range, tuning
+from .contract import ChannelInputs
 from .layout import empty_ncp_like
 
 
@@ -180,8 +181,9 @@ def _rows(logits: torch.Tensor, scale: torch.Tensor | None) -> tuple[int, int, t
 
 
 @on_input_device
-def forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool) -> torch.Tensor:
-    """x * k[n, c] with k = softmax(logits)[n, c] [* scale] [+ 1]; output in x's memory format."""
+def forward(t: ChannelInputs) -> torch.Tensor:
+    """ChannelAttentionBackend.forward (kernels.contract): one Triton pass."""
+    x, logits, scale, residual = t
     n, c, h, w = x.shape
     hw = h * w
     out = empty_ncp_like(x)
@@ -200,15 +202,9 @@ def forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, r
 
 
 @on_input_device
-def backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    logits: torch.Tensor,
-    scale: torch.Tensor | None,
-    residual: bool,
-    need_x: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (dx, dlogits, dscale); dx is empty when not needed, dscale when scale is None."""
+def backward(grad: torch.Tensor, t: ChannelInputs, need_x: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ChannelAttentionBackend.backward (kernels.contract): dx and per-(n, c) partial sums, then dlogits."""
+    x, logits, scale, residual = t
     n, c, h, w = x.shape
     hw = h * w
     gv, sdn, sdc, sdp = as_ncp(grad)

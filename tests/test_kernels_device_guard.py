@@ -8,6 +8,7 @@ A launcher without the guard gets past that point and fails otherwise, so the te
 from __future__ import annotations
 
 import inspect
+import typing
 
 import pytest
 import torch
@@ -26,33 +27,44 @@ class _GuardEntered(Exception):
 
 def launchers() -> list[tuple[str, object]]:
     """(qualified name, function) of every public function defined in the kernels' launcher modules that takes
-    a tensor first (a launcher; helpers such as forward_blocks take sizes)."""
+    a tensor or a kernels.contract bundle of them first (a launcher; helpers such as forward_blocks take sizes)."""
     found = []
     for name in LAUNCHER_MODULES:
         mod = triton_kernels(name)
         for fname, fn in inspect.getmembers(mod, inspect.isfunction):
-            params = list(inspect.signature(fn).parameters.values())
-            takes_tensor = bool(params) and "Tensor" in str(params[0].annotation)
+            params = list(inspect.signature(fn).parameters)
+            first = typing.get_type_hints(fn).get(params[0]) if params else None
+            takes_tensor = first is torch.Tensor or _is_bundle(first)
             if not fname.startswith("_") and fn.__module__ == mod.__name__ and takes_tensor:
                 found.append((f"{name}.{fname}", fn))
     return found
 
 
+def _is_bundle(ann: object) -> bool:
+    """Whether `ann` is a NamedTuple type (a kernels.contract argument bundle)."""
+    return isinstance(ann, type) and issubclass(ann, tuple) and hasattr(ann, "_fields")
+
+
+def _value(ann: object, fake: FakeTensorMode, where: str) -> object:
+    """A plausible argument for annotation `ann`: a fake CUDA tensor, True, 0.1, or a kernels.contract bundle
+    of such values (its fields without a default)."""
+    if _is_bundle(ann):
+        hints = typing.get_type_hints(ann)
+        return ann(*(_value(hints[f], fake, where) for f in ann._fields if f not in ann._field_defaults))
+    if "Tensor" in str(ann):
+        with fake:
+            return torch.empty(2, 4, 3, 3, device=DEVICE)
+    if ann is bool:
+        return True
+    if ann is float:
+        return 0.1
+    raise AssertionError(f"{where}: no test value for {ann}")
+
+
 def _arguments(fn: object, fake: FakeTensorMode) -> list[object]:
-    """Plausible positional arguments from the annotations: fake CUDA tensors, True, 0.1."""
-    args = []
-    for p in inspect.signature(fn).parameters.values():
-        ann = str(p.annotation)
-        if "Tensor" in ann:
-            with fake:
-                args.append(torch.empty(2, 4, 3, 3, device=DEVICE))
-        elif ann == "bool":
-            args.append(True)
-        elif ann == "float":
-            args.append(0.1)
-        else:
-            raise AssertionError(f"{fn.__qualname__}: no test value for parameter {p.name}: {ann}")
-    return args
+    """Plausible positional arguments from the annotations (see _value)."""
+    hints = typing.get_type_hints(fn)
+    return [_value(hints[p], fake, f"{fn.__qualname__}({p})") for p in inspect.signature(fn).parameters]
 
 
 def test_every_launcher_is_found():

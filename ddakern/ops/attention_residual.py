@@ -2,8 +2,10 @@
 
 - `reference`: plain PyTorch ops differentiated by autograd; it defines the meaning. `mask`: its
   m = softmax_c(relu(batch_norm(logits))) alone (DDA's attention map, ddakern.layers.mask_head).
-- `torch_bn_stats`, `torch_forward`, `torch_backward`: the PyTorch math of the `torch` backend, same
-  contract as the Triton launchers in ddakern.kernels.attention_residual (the `triton` backend).
+- `torch_bn_stats`, `torch_forward`, `torch_backward`: the PyTorch math of the `torch` backend; the
+  Triton launchers in kernels.attention_residual are the `triton` backend. Both follow one interface,
+  kernels.contract.AttentionResidualBackend, with its argument bundles (BatchNormState, ResidualTensors,
+  ResidualGrads) defined there once.
 - torch.library ops `ddakern::bn_stats`, `ddakern::attention_residual` and its backward op, with fake
   implementations and autograd, so torch.compile(fullgraph=True) and torch.export trace single nodes.
 - `attention_residual`: the public op: input checks, then the backend ddakern.dispatch picks.
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ddakern.dispatch import backend_for
+from ddakern.kernels_import import contract
 from ddakern.ops import registry, sync_bn
 from ddakern.ops._common import acc_dtype, check_arg, check_x, empty_ncp_like, like_layout, triton_kernels
 
@@ -78,14 +81,9 @@ _DIMS = (0, 2, 3)
 _LOG2E = 1.4426950408889634
 
 
-def torch_bn_stats(
-    logits: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    momentum: float,
-    eps: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch mean and rstd per channel; running stats updated in place like nn.BatchNorm2d."""
+def torch_bn_stats(logits: Tensor, state: contract.BatchNormState) -> tuple[Tensor, Tensor]:
+    """AttentionResidualBackend.bn_stats (kernels.contract): a sum, then a centred sum of squares."""
+    running_mean, running_var, momentum, eps = state
     acc = acc_dtype(logits)
     total = logits.numel() // logits.shape[1]
     mean = logits.sum(_DIMS, dtype=acc).div_(total)
@@ -139,15 +137,9 @@ def _softmax2_shifted(z2: torch.Tensor) -> torch.Tensor:
     return e.div_(e.sum(dim=1, keepdim=True))
 
 
-def torch_forward(
-    x: torch.Tensor,
-    logits: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    mean: torch.Tensor,
-    rstd: torch.Tensor,
-) -> torch.Tensor:
-    """out = x * (1 + softmax_c(relu((logits - mean) * rstd * weight + bias))), in x's memory format."""
+def torch_forward(t: contract.ResidualTensors) -> Tensor:
+    """AttentionResidualBackend.forward (kernels.contract): whole-tensor ATen kernels, softmax by exp2."""
+    x, logits, weight, bias, mean, rstd = t
     m = _softmax2(_scaled_logits(logits, weight, bias, mean, rstd), inplace=True)
     if m is None:
         m = _softmax2_shifted(_scaled_logits(logits, weight, bias, mean, rstd))
@@ -160,23 +152,12 @@ def torch_forward(
 
 
 def torch_backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    logits: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    mean: torch.Tensor,
-    rstd: torch.Tensor,
-    batch_stats: bool,
-    need_x: bool,
-    need_logits: bool,
-    sync_means: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (dx, dlogits, dweight, dbias); dx / dlogits are empty when not needed.
-
-    `sync_means` (synchronised batch statistics) maps this rank's per-channel sums of dz and dz * xhat
-    (2 x C) to their means over every rank's batch; dlogits is centred with those.
-    """
+    grad: Tensor, t: contract.ResidualTensors, want: contract.ResidualGrads
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """AttentionResidualBackend.backward (kernels.contract): softmax's, relu's and batch norm's own
+    backward kernels (with sync_means, dlogits centred with the global means afterwards)."""
+    x, logits, weight, bias, mean, rstd = t
+    need_x, need_logits, batch_stats, sync_means = want
     acc = mean.dtype
     lg = logits.to(acc)  # a copy only for half-precision logits, then reused by the batch-norm backward
     zr = _scaled_logits(lg, weight, bias, mean, rstd)
@@ -216,7 +197,7 @@ def torch_backward(
 
 
 def _impl(backend: str) -> Any:
-    """The module with bn_stats / forward / backward for `backend` ("torch" or "triton")."""
+    """The contract.AttentionResidualBackend of `backend` ("torch" or "triton")."""
     if backend == "triton":
         return triton_kernels("attention_residual")
     return _TorchMath
@@ -251,7 +232,7 @@ def _bn_stats_op(
         assert running_mean is not None and running_var is not None
         return running_mean.to(acc, copy=True), torch.rsqrt(running_var.to(acc) + eps)
     impl = _impl(backend) if acc == torch.float32 else _TorchMath
-    return impl.bn_stats(logits, running_mean, running_var, momentum, eps)
+    return impl.bn_stats(logits, contract.BatchNormState(running_mean, running_var, momentum, eps))
 
 
 @_bn_stats_op.register_fake
@@ -266,7 +247,7 @@ def _forward_op(
     x: Tensor, logits: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor, batch_stats: bool, backend: str
 ) -> Tensor:
     """x * (1 + softmax_c(relu((logits - mean) * rstd * weight + bias)))."""
-    return _impl(backend).forward(x, logits, weight, bias, mean, rstd)
+    return _impl(backend).forward(contract.ResidualTensors(x, logits, weight, bias, mean, rstd))
 
 
 @_forward_op.register_fake
@@ -289,7 +270,8 @@ def _backward_op(
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dx, dlogits, dweight, dbias); dx / dlogits are empty tensors when not needed."""
-    return _impl(backend).backward(grad, x, logits, weight, bias, mean, rstd, batch_stats, need_x, need_logits)
+    tensors = contract.ResidualTensors(x, logits, weight, bias, mean, rstd)
+    return _impl(backend).backward(grad, tensors, contract.ResidualGrads(need_x, need_logits, batch_stats))
 
 
 @_backward_op.register_fake
@@ -344,7 +326,7 @@ class _Synced(torch.autograd.Function):
     ) -> Tensor:
         impl = _impl(backend)
         stats = impl if acc_dtype(logits) == torch.float32 else _TorchMath
-        mean, rstd = stats.bn_stats(logits, None, None, momentum, eps)
+        mean, rstd = stats.bn_stats(logits, contract.BatchNormState(None, None, momentum, eps))
         mean, var, total = sync_bn.gather_stats(mean, rstd, logits.numel() // logits.shape[1], eps, group)
         if running_mean is not None and running_var is not None:
             sync_bn.update_running(running_mean, running_var, mean, var, total, momentum)
@@ -352,18 +334,19 @@ class _Synced(torch.autograd.Function):
         ctx.save_for_backward(x, logits, weight, bias, mean, rstd, total)
         ctx.group = group
         ctx.backend = backend
-        return impl.forward(x, logits, weight, bias, mean, rstd)
+        return impl.forward(contract.ResidualTensors(x, logits, weight, bias, mean, rstd))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple:
-        x, logits, weight, bias, mean, rstd, total = ctx.saved_tensors
+        *tensors, total = ctx.saved_tensors
         need = ctx.needs_input_grad
         group = ctx.group
 
         def means(sums: Tensor) -> Tensor:
             return sync_bn.global_means(sums, total, group)
 
-        grads = _impl(ctx.backend).backward(grad, x, logits, weight, bias, mean, rstd, True, need[0], need[1], means)
+        want = contract.ResidualGrads(need[0], need[1], True, means)
+        grads = _impl(ctx.backend).backward(grad, contract.ResidualTensors(*tensors), want)
         return (*(g if n else None for g, n in zip(grads, need[:4], strict=True)), *(None,) * 6)
 
 

@@ -1,9 +1,10 @@
 """The fused channel attention `x * softmax_c(logits) [* scale] [+ x]` (DDA's channel gates): its one home.
 
 - `reference`: plain PyTorch ops differentiated by autograd; it defines the meaning.
-- `torch_forward`, `torch_backward`: the PyTorch math of the `torch` backend, same contract as the
-  Triton launchers in ddakern.kernels.channel_attention. out = x * k with k = softmax_c(logits)
-  [* scale] [+ 1] per (n, c); the backward recomputes k from the saved logits (and scale).
+- `torch_forward`, `torch_backward`: the PyTorch math of the `torch` backend; the Triton launchers in
+  kernels.channel_attention are the `triton` backend. Both follow kernels.contract.ChannelAttentionBackend
+  (arguments: contract.ChannelInputs). out = x * k with k = softmax_c(logits) [* scale] [+ 1] per (n, c);
+  the backward recomputes k from the saved logits (and scale).
 - torch.library op `ddakern::channel_attention` and its backward op, with fakes and autograd.
 - `channel_attention`: the public op: input checks, then the backend ddakern.dispatch picks.
 - `SPEC`: its description for the tests, benchmarks, GPU check and offline compile (ddakern.ops.registry).
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ddakern.dispatch import backend_for
+from ddakern.kernels_import import contract
 from ddakern.ops import registry
 from ddakern.ops._common import acc_dtype, check_arg, check_x, empty_ncp_like, triton_kernels
 
@@ -49,8 +51,9 @@ def _coef(
     return a, k
 
 
-def torch_forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | None, residual: bool) -> torch.Tensor:
-    """x * k[n, c] in x's memory format (logits, scale: N x C)."""
+def torch_forward(t: contract.ChannelInputs) -> Tensor:
+    """ChannelAttentionBackend.forward (kernels.contract): one broadcast multiply."""
+    x, logits, scale, residual = t
     a = torch.softmax(logits, dim=1, dtype=acc_dtype(x))
     k = a if scale is None else a.mul_(scale)
     if residual:
@@ -60,15 +63,9 @@ def torch_forward(x: torch.Tensor, logits: torch.Tensor, scale: torch.Tensor | N
     return out
 
 
-def torch_backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    logits: torch.Tensor,
-    scale: torch.Tensor | None,
-    residual: bool,
-    need_x: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (dx, dlogits, dscale); dx is empty when not needed, dscale when scale is None."""
+def torch_backward(grad: Tensor, t: contract.ChannelInputs, need_x: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """ChannelAttentionBackend.backward (kernels.contract): sums over positions, then softmax's backward."""
+    x, logits, scale, residual = t
     a, k = _coef(x, logits, scale, residual)
     acc = a.dtype
     dx = x.new_empty(0)
@@ -87,7 +84,7 @@ def torch_backward(
 
 
 def _impl(backend: str) -> Any:
-    """The module with forward / backward for `backend` ("torch" or "triton")."""
+    """The contract.ChannelAttentionBackend of `backend` ("torch" or "triton")."""
     return triton_kernels("channel_attention") if backend == "triton" else _TorchMath
 
 
@@ -101,7 +98,7 @@ class _TorchMath:
 @torch.library.custom_op("ddakern::channel_attention", mutates_args=())
 def _forward_op(x: Tensor, logits: Tensor, scale: Tensor | None, residual: bool, backend: str) -> Tensor:
     """x * softmax_c(logits) [* scale] [+ x] with logits and scale N x C."""
-    return _impl(backend).forward(x, logits, scale, residual)
+    return _impl(backend).forward(contract.ChannelInputs(x, logits, scale, residual))
 
 
 @_forward_op.register_fake
@@ -114,7 +111,7 @@ def _backward_op(
     grad: Tensor, x: Tensor, logits: Tensor, scale: Tensor | None, residual: bool, need_x: bool, backend: str
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dlogits, dscale); dx is empty when not needed, dscale when scale is None."""
-    return _impl(backend).backward(grad, x, logits, scale, residual, need_x)
+    return _impl(backend).backward(grad, contract.ChannelInputs(x, logits, scale, residual), need_x)
 
 
 @_backward_op.register_fake
