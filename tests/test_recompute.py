@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import socket
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
+from ddp_launch import torchrun
 from torch import nn
 
 import ddakern
@@ -291,21 +288,9 @@ def test_set_recompute_on_a_model_without_setter() -> None:
         recompute.set_recompute(host, "all")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_gloo(tmp_path) -> None:
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(ROOT / "tests" / "recompute_ddp_worker.py"), str(out),
-    ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    p = torchrun(str(ROOT / "tests" / "recompute_ddp_worker.py"), str(out))
     assert p.returncode == 0, p.stderr[-3000:]
     for rank in (0, 1):
         result = json.loads(Path(f"{out}.rank{rank}").read_text(encoding="utf-8"))

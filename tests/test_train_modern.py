@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from train.run import main
 from train.tensorboard_log import open_event_log
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ddp_launch import torchrun  # noqa: E402
 from modern_helpers import batches, bn_net, mlp, trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,26 +149,12 @@ def test_sam_with_fused_ops_and_recompute_matches_the_plain_update() -> None:
             torch.testing.assert_close(v, plain_stats[k], rtol=1e-4, atol=1e-5, msg=f"{option} {k}")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_sam_with_accumulation_all_reduces_both_passes(tmp_path) -> None:
     """2 gloo processes, each on half of every batch, SAM + --accumulate 2 through the Trainer's DDP model:
     both ranks end with the weights of one process training on the whole batches (which needs both passes'
     gradients all-reduced, once per update, not per micro-batch)."""
     out = tmp_path / "params"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(ROOT / "tests" / "modern_ddp_worker.py"), str(out),
-    ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    p = torchrun(str(ROOT / "tests" / "modern_ddp_worker.py"), str(out))
     assert p.returncode == 0, p.stderr[-3000:]
     ref = trainer(mlp(), sam="sam", accumulate=2, optimizer="adam")
     data = batches(4, 8, seed=3)

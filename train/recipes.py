@@ -91,64 +91,66 @@ _SAM_ADAM_SOURCES = {
     "sam_rho": f"{POSTER} and {DDAMFN_RAF}: rho=0.05",
     "weight_decay": f"{POSTER} and {DDAMFN_RAF}: no weight_decay reaches SAM/Adam (0)",
 }
-RAFDB_MODERN = dict(
-    _RAFDB,
-    **_SAM_ADAM,
-    lr=5e-4,
-    batch_size=128,
-    epochs=60,
-    gamma=0.9,
-    random_erasing=0.5,
-    erasing_min_area=0.02,
-    erasing_max_area=0.25,
+
+
+def _erasing(p: float, area: tuple[float, float], why_p: str, why_area: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """RandomErasing(p, scale=area) after normalisation as recipe values, and their sources (one for both
+    area bounds): the three options every modern recipe sets together."""
+    values = dict(random_erasing=p, erasing_min_area=area[0], erasing_max_area=area[1])
+    return values, {"random_erasing": why_p, "erasing_min_area": why_area, "erasing_max_area": why_area}
+
+
+_ERASE, _ERASE_SOURCES = _erasing(
+    0.5,
+    (0.02, 0.25),
+    f"{DDAMFN_RAF}: transforms.RandomErasing(scale=(0.02,0.25)) after Normalize (p 0.5)",
+    f"{DDAMFN_RAF}: scale=(0.02, 0.25) (POSTER++ main.py: (0.02, 0.1))",
 )
+RAFDB_MODERN = dict(_RAFDB, **_SAM_ADAM, **_ERASE, lr=5e-4, batch_size=128, epochs=60, gamma=0.9)
 RAFDB_MODERN_SOURCES = {
     **_SAM_ADAM_SOURCES,
+    **_ERASE_SOURCES,
     "lr": f"{DDAMFN_RAF}: --lr 5e-4 (Adam inside SAM)",
     "batch_size": f"{DDAMFN_RAF}: --batch_size 128",
     "epochs": f"{DDAMFN_RAF}: --epochs 60 (DDA's own RAF-DB recipe: 60 too)",
     "scheduler": f"{DDAMFN_RAF}: ExponentialLR(optimizer, gamma=0.9), stepped once per epoch",
     "gamma": f"{DDAMFN_RAF}: gamma=0.9",
-    "random_erasing": f"{DDAMFN_RAF}: transforms.RandomErasing(scale=(0.02,0.25)) after Normalize (p 0.5)",
-    "erasing_min_area": f"{DDAMFN_RAF}: scale=(0.02, 0.25) (POSTER++ main.py: (0.02, 0.1))",
-    "erasing_max_area": f"{DDAMFN_RAF}: scale=(0.02, 0.25) (POSTER++ main.py: (0.02, 0.1))",
     "image_size": f"{POSTER}: Resize((224, 224)); DDA trains at 224 too",
     "augment": f"{DDA}: flip + rotation branches (DDAMFN++: flip, rotation 5, crop pad 8)",
 }
-FER2013_MODERN = dict(_FER, **_SAM_ADAM, random_erasing=0.5, erasing_min_area=0.02, erasing_max_area=0.25)
+_ERASE, _ERASE_SOURCES = _erasing(
+    0.5,
+    (0.02, 0.25),
+    f"{DDAMFN_RAF}: transforms.RandomErasing(scale=(0.02,0.25)) (p 0.5)",
+    f"{DDAMFN_RAF}: scale=(0.02, 0.25)",
+)
+FER2013_MODERN = dict(_FER, **_SAM_ADAM, **_ERASE)
 FER2013_MODERN_SOURCES = {
     **_SAM_ADAM_SOURCES,
-    "random_erasing": f"{DDAMFN_RAF}: transforms.RandomErasing(scale=(0.02,0.25)) (p 0.5)",
-    "erasing_min_area": f"{DDAMFN_RAF}: scale=(0.02, 0.25)",
-    "erasing_max_area": f"{DDAMFN_RAF}: scale=(0.02, 0.25)",
+    **_ERASE_SOURCES,
     "lr": f"{DDA}: lr 1e-4, plateau schedule, batch 48, 50 epochs (no FER2013 script among the SAM repositories)",
 }
-AFFECTNET7_MODERN = dict(
-    _AFFECTNET,
-    **_SAM_ADAM,
-    gamma=0.98,
-    balanced=True,
-    random_erasing=1.0,
-    erasing_min_area=0.05,
-    erasing_max_area=0.05,
+_ERASE, _ERASE_SOURCES = _erasing(
+    1.0,
+    (0.05, 0.05),
+    f"{POSTER}: transforms.RandomErasing(p=1, scale=(0.05, 0.05)) off RAF-DB; {DDAMFN_AFF} (same)",
+    f"{POSTER} and {DDAMFN_AFF}: scale=(0.05, 0.05)",
 )
+AFFECTNET7_MODERN = dict(_AFFECTNET, **_SAM_ADAM, **_ERASE, gamma=0.98, balanced=True)
 AFFECTNET7_MODERN_SOURCES = {
     **_SAM_ADAM_SOURCES,
+    **_ERASE_SOURCES,
     "gamma": f"{POSTER}: ExponentialLR(optimizer, gamma=0.98); {DDAMFN_AFF}: gamma=0.98",
     "balanced": f"{POSTER}: sampler=ImbalancedDatasetSampler(train_dataset) for AffectNet-7; {DDAMFN_AFF} (same)",
-    "random_erasing": f"{POSTER}: transforms.RandomErasing(p=1, scale=(0.05, 0.05)) off RAF-DB; {DDAMFN_AFF} (same)",
-    "erasing_min_area": f"{POSTER} and {DDAMFN_AFF}: scale=(0.05, 0.05)",
-    "erasing_max_area": f"{POSTER} and {DDAMFN_AFF}: scale=(0.05, 0.05)",
     "lr": f"{DDA}: lr 1e-4 (POSTER++ 3.5e-5 / DDAMFN++ 1e-5 are for their pretrained face backbones)",
 }
-SYNTHETIC_MODERN = dict(
-    _SYNTHETIC, sam="sam", sam_rho=0.05, random_erasing=0.5, erasing_min_area=0.02, erasing_max_area=0.25
+_ERASE, _ERASE_SOURCES = _erasing(
+    0.5, (0.02, 0.25), f"{DDAMFN_RAF}: RandomErasing p 0.5, scale (0.02, 0.25)", f"{DDAMFN_RAF}: scale=(0.02, 0.25)"
 )
+SYNTHETIC_MODERN = dict(_SYNTHETIC, sam="sam", sam_rho=0.05, **_ERASE)
 SYNTHETIC_MODERN_SOURCES = {
+    **_ERASE_SOURCES,
     "sam": f"{POSTER} and {DDAMFN_RAF}: SAM, rho 0.05, around the recipe's Adam",
-    "random_erasing": f"{DDAMFN_RAF}: RandomErasing p 0.5, scale (0.02, 0.25)",
-    "erasing_min_area": f"{DDAMFN_RAF}: scale=(0.02, 0.25)",
-    "erasing_max_area": f"{DDAMFN_RAF}: scale=(0.02, 0.25)",
     "lr": "ddakern train/recipes.py _SYNTHETIC: the built-in recipe's (CPU-sized), so that only the methods differ",
 }
 

@@ -77,6 +77,19 @@ def choose_loader(requested: str) -> str:
     return "torch"
 
 
+def _augment(cfg: Config) -> str | None:
+    """The training augmentation --augment names (None for "none")."""
+    return None if cfg.augment == "none" else cfg.augment
+
+
+def _loader_options(cfg: Config, loader: str) -> dict[str, Any]:
+    """The build_loader options every loader of a run shares, for the input pipeline `loader`."""
+    threads = cfg.dali_threads if loader == "dali" else cfg.workers
+    return dict(
+        image_size=cfg.image_size, normalize=cfg.normalize, seed=cfg.seed, skip_bad=cfg.skip_bad, num_threads=threads
+    )
+
+
 def settle_loader(cfg: Config, env: DistEnv, chosen: str, train: SampleSet) -> tuple[str, str]:
     """(loader, reason) for the run header and summary. --loader auto on CPU with DALI installed times both
     loaders on a few training batches of this data (rank 0; the answer is broadcast); a resumed run keeps
@@ -89,13 +102,10 @@ def settle_loader(cfg: Config, env: DistEnv, chosen: str, train: SampleSet) -> t
     pick = None
     if env.is_main:
         probe = probe_subset(train, cfg.batch_size)
-        augment = None if cfg.augment == "none" else cfg.augment
-        kw = dict(train=True, batch_size=cfg.batch_size, image_size=cfg.image_size, augment=augment)
-        kw.update(normalize=cfg.normalize, seed=cfg.seed, skip_bad=cfg.skip_bad)  # a bad file stops no probe
 
-        def make(name: str):
-            threads = cfg.dali_threads if name == "dali" else cfg.workers
-            return build_loader(probe, loader=name, num_threads=threads, **kw)
+        def make(name: str):  # with the run's --skip-bad: a bad file stops no probe
+            kw = _loader_options(cfg, name)
+            return build_loader(probe, train=True, batch_size=cfg.batch_size, augment=_augment(cfg), loader=name, **kw)
 
         pick = choose("auto", cuda=False, dali=True, make=make)
     return tuple(broadcast_object(pick, env))
@@ -104,22 +114,18 @@ def settle_loader(cfg: Config, env: DistEnv, chosen: str, train: SampleSet) -> t
 def make_loaders(cfg: Config, env: DistEnv, splits: dict[str, SampleSet], loader: str) -> dict[str, Any]:
     """train (sharded, augmented), val and test (sharded, plain) and, with --tta, tta (test views);
     `loader` is choose_loader's answer."""
-    augment = None if cfg.augment == "none" else cfg.augment
     eval_bs = cfg.eval_batch_size or cfg.batch_size
     common = dict(
-        image_size=cfg.image_size,
-        normalize=cfg.normalize,
-        loader=loader,
-        device=env.device,
-        rank=env.rank,
-        world_size=env.world_size,
-        seed=cfg.seed,
-        num_threads=cfg.dali_threads if loader == "dali" else cfg.workers,
-        skip_bad=cfg.skip_bad,
+        _loader_options(cfg, loader), loader=loader, device=env.device, rank=env.rank, world_size=env.world_size
     )
     out: dict[str, Any] = {
         "train": build_loader(
-            splits["train"], train=True, batch_size=cfg.batch_size, augment=augment, balanced=cfg.balanced, **common
+            splits["train"],
+            train=True,
+            batch_size=cfg.batch_size,
+            augment=_augment(cfg),
+            balanced=cfg.balanced,
+            **common,
         ),
         "test": build_loader(splits["test"], train=False, batch_size=eval_bs, augment=None, **common),
     }
