@@ -13,3 +13,16 @@ if _workers:
     import torch
 
     torch.set_num_threads(int(_threads))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _triton_interpret_unchanged():
+    """No test may leave TRITON_INTERPRET changed: kernel modules imported later in the same worker would be
+    compiled for a GPU instead of interpreted (bench/sm90_compile.py once popped it at import)."""
+    before = os.environ.get("TRITON_INTERPRET")
+    yield
+    after = os.environ.get("TRITON_INTERPRET")
+    assert after == before, f"this test left TRITON_INTERPRET changed ({before!r} -> {after!r})"

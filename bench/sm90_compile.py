@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.pop("TRITON_INTERPRET", None)  # interpreted kernels cannot be compiled
+if __name__ == "__main__":  # interpreted kernels cannot be compiled; as a module (tests) the env is left alone
+    os.environ.pop("TRITON_INTERPRET", None)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
