@@ -6,6 +6,8 @@ one thread per core, and `-n auto` on 2 cores would oversubscribe them 2x.
 
 import os
 
+import pytest
+
 _workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
 if _workers:
     _threads = str(max(1, len(os.sched_getaffinity(0)) // int(_workers)))
@@ -15,7 +17,46 @@ if _workers:
     torch.set_num_threads(int(_threads))
 
 
-import pytest  # noqa: E402
+# The modules that take longest on one xdist worker (CPU-seconds, measured one test at a time with
+# OMP_NUM_THREADS=1), longest first. Under xdist they are scheduled first and whole (see below), so that
+# neither worker is left running one long module at the end while the other idles.
+LONGEST_FIRST: tuple[str, ...] = (
+    "tests/test_kernels_sm90.py",  # 60: the sm_90 quick compile (ptxas) twice
+    "tests/test_train_resume.py",  # 53: SIGTERM + resume, three train.run processes per loader
+    "tests/test_op_gpu_check.py",  # 49: bench/gpu_check.sh --dry-run
+    "tests/test_recompute.py",  # 43: one torchrun DDP run
+    "tests/test_cuda_dry_run.py",  # 42
+    "tests/test_export.py",  # 37
+    "tests/test_kernels_gpu_budget.py",  # 35: Triton interpreter at a GPU's block budget
+    "tests/test_models.py",  # 35
+    "tests/test_dispatch.py",  # 33: two interpreters with packages blocked
+    "tests/test_train_distributed.py",  # 31: two torchrun runs
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the LONGEST_FIRST modules first (each keeps its own order, and the rest theirs): the
+    scheduler below hands out modules in this order. A run in one process keeps pytest's order (and
+    bench/conftest.py's, which a time-boxed benchmark run relies on)."""
+    if not _workers:
+        return
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201
+    """`-n N` without --dist (the README's command): whole modules to a worker, in collection order, the next
+    one to whichever worker is free (xdist's loadscope). A module's fixtures (a trained run, a GPU-check dry
+    run, a compiled cache) are then built once, not once per worker that a chunk of its tests lands on, and
+    the longest modules go first. An explicit `--dist` other than load is left to xdist."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # keep the order above (xdist's own puts the most tests first)
+    return LoadScopeScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)

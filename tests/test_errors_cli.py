@@ -1,7 +1,10 @@
-"""A new user's mistakes through the real CLIs (`python -m train.run` / `train.fuse` in subprocesses).
+"""A new user's mistakes through the real CLIs (`train.run` / `train.fuse`'s `main`, in-process).
 
 Each case asserts the exit code, one stderr line naming the file or flag, and for the cases that used to
-lose work, that the earlier results are still there and loadable.
+lose work, that the earlier results are still there and loadable. Two cases run `python -m train.run` /
+`python -m train.fuse` as subprocesses, where the process is what is checked: a refusal decided from the
+environment at start-up, and the module entry's exit code; the rest call `main(argv)` (tests/inprocess.py),
+which saves each case the interpreter and torch start-up (about 5 CPU-seconds).
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from inprocess import run_main
 
-from train import checkpoint
+from train import checkpoint, fuse, run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -23,11 +27,20 @@ TINY = [
     "--synthetic-train", "16", "--synthetic-val", "8", "--synthetic-test", "8", "--loader", "torch",
     "--workers", "0", "--no-progress", "--device", "cpu", "--threads", "1",
 ]  # fmt: skip
+MAINS = {"train.run": run.main, "train.fuse": fuse.main}
 
 
-def cli(args: list[str], cwd: Path, module: str = "train.run", **env_extra: str) -> tuple[int, str, list[str]]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **env_extra)
-    env.pop("TRITON_INTERPRET", None) if "TRITON_INTERPRET" not in env_extra else None
+def cli(args: list[str], cwd: Path, capfd, module: str = "train.run", **kw) -> tuple[int, str, list[str]]:
+    """(exit code, stdout, stderr lines) of `module`'s main(args) run in `cwd`, without TRITON_INTERPRET
+    (as a user's shell has it); keyword arguments go to inprocess.run_main."""
+    code, out, err = run_main(MAINS[module], args, capfd, cwd=cwd, env={"TRITON_INTERPRET": None}, **kw)
+    return code, out, [ln for ln in err.splitlines() if ln.strip()]
+
+
+def cli_process(args: list[str], cwd: Path, module: str = "train.run") -> tuple[int, str, list[str]]:
+    """The same through `python -m module` in a subprocess."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TRITON_INTERPRET", None)
     p = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
@@ -54,7 +67,7 @@ def data(tmp_path_factory) -> Path:
 def trained(data: Path, tmp_path_factory) -> Path:
     """A finished one-epoch run (its folder); tests copy it before changing anything."""
     out = tmp_path_factory.mktemp("trained") / "run"
-    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", str(out), "--epochs", "1"], ROOT)
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", str(out), "--epochs", "1"], ROOT, None)
     assert rc == 0, err
     return out
 
@@ -66,12 +79,12 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_resume_from_another_directory_and_into_another_out(data: Path, trained: Path, tmp_path: Path) -> None:
+def test_resume_from_another_directory_and_into_another_out(data: Path, trained: Path, tmp_path: Path, capfd) -> None:
     run = copy_run(trained, tmp_path / "a" / "run")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     args = [*TINY, "--data-root", str(data), "--epochs", "2", "--resume", str(run / "last.pt"), "--out", "other"]
-    rc, out, err = cli(args, elsewhere)
+    rc, out, err = cli(args, elsewhere, capfd)
     assert rc == 0, err
     assert f"report: {run / 'summary.json'}" in out
     assert any("continuing in the checkpoint's folder" in line for line in err), err
@@ -81,51 +94,51 @@ def test_resume_from_another_directory_and_into_another_out(data: Path, trained:
     assert checkpoint.load(run / "best.pt")["epoch"] >= 1
 
 
-def test_existing_out_is_refused_and_kept(data: Path, trained: Path, tmp_path: Path) -> None:
+def test_existing_out_is_refused_and_kept(data: Path, trained: Path, tmp_path: Path, capfd) -> None:
     run = copy_run(trained, tmp_path / "run")
     before = (run / "best.pt").read_bytes()
-    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", str(run), "--epochs", "1"], ROOT)
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", str(run), "--epochs", "1"], ROOT, capfd)
     one_line(rc, err, 2, f"--out {run} already holds a run", "--resume auto", "--overwrite")
     assert (run / "best.pt").read_bytes() == before
     assert checkpoint.load(run / "best.pt")["model_name"] == "resnet18"
 
 
 @pytest.mark.parametrize("loader", ["torch", "dali"])
-def test_batch_larger_than_training_set_is_one_error(data: Path, tmp_path: Path, loader: str) -> None:
+def test_batch_larger_than_training_set_is_one_error(data: Path, tmp_path: Path, loader: str, capfd) -> None:
     out = tmp_path / "runs" / "x"
     args = [*TINY, "--data-root", str(data), "--out", str(out), "--batch-size", "64", "--loader", loader]
-    rc, _, err = cli(args, tmp_path)
+    rc, _, err = cli(args, tmp_path, capfd)
     one_line(rc, err, 2, "--batch-size 64 is larger than the training set (16 images)")
     assert not out.exists()  # nothing written: no empty run folder either
 
 
-def test_non_finite_loss_in_the_first_epoch_says_no_checkpoint_exists(data: Path, tmp_path: Path) -> None:
+def test_non_finite_loss_in_the_first_epoch_says_no_checkpoint_exists(data: Path, tmp_path: Path, capfd) -> None:
     out = tmp_path / "run"
-    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", str(out), "--debug-nan-at-step", "1"], ROOT)
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", str(out), "--debug-nan-at-step", "1"], ROOT, capfd)
     one_line(rc, err, 1, "non-finite loss at epoch 1, step 1", "no checkpoint was saved yet", after_start=True)
     assert "last.pt" not in err[-1] and not (out / "last.pt").exists()
 
 
-def test_resume_on_another_data_set_is_refused(data: Path, trained: Path, tmp_path: Path) -> None:
+def test_resume_on_another_data_set_is_refused(data: Path, trained: Path, tmp_path: Path, capfd) -> None:
     run = copy_run(trained, tmp_path / "run")
     raf = data / "rafdb"  # the synthetic set's RAF-DB copy: also 7 classes, other names and order
     args = ["--recipe", "rafdb", "--data-root", str(raf), "--resume", str(run / "last.pt"), "--epochs", "2"]
-    rc, _, err = cli(args, ROOT)
+    rc, _, err = cli(args, ROOT, capfd)
     one_line(rc, err, 1, str(run / "last.pt"), "trained on fer2013", "rafdb")
     assert checkpoint.load(run / "last.pt")["epoch"] == 1
 
 
-def test_fuse_with_another_image_size_is_refused(data: Path, trained: Path, tmp_path: Path) -> None:
+def test_fuse_with_another_image_size_is_refused(data: Path, trained: Path, tmp_path: Path, capfd) -> None:
     best = str(trained / "best.pt")
     args = ["--method", "late", "--members", best, best, "--image-size", "48", "--out", str(tmp_path / "f")]
-    rc, _, err = cli([*args, "--data-root", str(data), "--device", "cpu", "--no-progress"], ROOT, "train.fuse")
+    rc, _, err = cli([*args, "--data-root", str(data), "--device", "cpu", "--no-progress"], ROOT, capfd, "train.fuse")
     one_line(rc, err, 2, "--image-size 48", "trained with 32")
     assert not (tmp_path / "f").exists()
 
 
 # both CLIs and both kinds of bad path, not every pairing: run_folder's own test covers both kinds directly
 @pytest.mark.parametrize("module,kind", [("train.run", "file"), ("train.fuse", "file-parent")])
-def test_bad_out_is_one_line(data: Path, trained: Path, tmp_path: Path, module: str, kind: str) -> None:
+def test_bad_out_is_one_line(data: Path, trained: Path, tmp_path: Path, module: str, kind: str, capfd) -> None:
     (tmp_path / "f").write_text("not a folder")
     out = tmp_path / "f" if kind == "file" else tmp_path / "f" / "run"
     if module == "train.run":
@@ -133,77 +146,73 @@ def test_bad_out_is_one_line(data: Path, trained: Path, tmp_path: Path, module: 
     else:
         best = str(trained / "best.pt")
         args = ["--method", "late", "--members", best, best, "--data-root", str(data), "--out", str(out)]
-    rc, _, err = cli(args, ROOT, module)
+    rc, _, err = cli(args, ROOT, capfd, module)
     one_line(rc, err, 2, f"--out {out}")
     assert (tmp_path / "f").read_text() == "not a folder"
 
 
-def test_unwritable_out_is_one_line(data: Path) -> None:
-    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", "/proc/ddakern-run"], ROOT)
+def test_unwritable_out_is_one_line(data: Path, capfd) -> None:
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--out", "/proc/ddakern-run"], ROOT, capfd)
     one_line(rc, err, 2, "--out /proc/ddakern-run: cannot write there")
 
 
-def test_cuda_without_cuda_is_one_line(data: Path, tmp_path: Path) -> None:
+def test_cuda_without_cuda_is_one_line(data: Path, tmp_path: Path, capfd) -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is there")
     args = [*TINY, "--data-root", str(data), "--out", str(tmp_path / "run"), "--device", "cuda"]
-    rc, _, err = cli(args, ROOT)
+    rc, _, err = cli(args, ROOT, capfd)
     one_line(rc, err, 2, "cuda")
     assert not (tmp_path / "run").exists()
 
 
 def test_triton_backend_on_cpu_is_refused_at_start(data: Path, tmp_path: Path) -> None:
     args = [*TINY, "--model", "resnet18_dda", "--fused-ops", "--ops-backend", "triton"]
-    rc, _, err = cli([*args, "--data-root", str(data), "--out", str(tmp_path / "run")], ROOT)
-    one_line(rc, err, 2, "--ops-backend triton needs a CUDA device")
+    rc, _, err = cli_process([*args, "--data-root", str(data), "--out", str(tmp_path / "run")], ROOT)
+    one_line(rc, err, 2, "--ops-backend triton needs a CUDA device")  # decided from the process environment
     # the old spelling --kernels sets the same ops_backend: test_train_config's alias test checks that
 
 
 @pytest.mark.parametrize("module", ["train.run", "train.fuse"])
-def test_bad_resume_or_member_file_exits_1(data: Path, tmp_path: Path, module: str) -> None:
+def test_bad_resume_or_member_file_exits_1(data: Path, tmp_path: Path, module: str, capfd) -> None:
     bad = tmp_path / "junk.pt"
     bad.write_bytes(os.urandom(256))
     if module == "train.run":
         args = [*TINY, "--data-root", str(data), "--resume", str(bad)]
     else:
         args = ["--method", "late", "--members", str(bad), str(bad), "--data-root", str(data)]
-    rc, _, err = cli(args, tmp_path, module)
+    if module == "train.run":
+        rc, _, err = cli(args, tmp_path, capfd, module)
+    else:  # `python -m train.fuse` itself, once: the module entry's exit code
+        rc, _, err = cli_process(args, tmp_path, module)
     one_line(rc, err, 1, str(bad))
 
 
-def test_outputs_get_the_umask_and_stale_temporaries_go(data: Path, trained: Path, tmp_path: Path) -> None:
+def test_outputs_get_the_umask_and_stale_temporaries_go(data: Path, trained: Path, tmp_path: Path, capfd) -> None:
     run = copy_run(trained, tmp_path / "run")
     stale = run / ".best.pt.k2j3h4.tmp"
     stale.write_bytes(b"0" * 4096)
     args = [*TINY, "--data-root", str(data), "--epochs", "2", "--resume", str(run / "last.pt")]
-    p = subprocess.run(
-        ["sh", "-c", 'umask 022 && exec "$0" -m train.run "$@"', sys.executable, *args],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert p.returncode == 0, p.stderr
+    rc, _, err = cli(args, ROOT, capfd, umask=0o022)
+    assert rc == 0, err
     assert not stale.exists()
-    assert "replaying the input pipeline's first 0 epoch(s)" not in p.stderr
+    assert not any("replaying the input pipeline's first 0 epoch(s)" in line for line in err), err
     for name in ("last.pt", "best.pt", "summary.json", "config.json"):
         assert stat.S_IMODE((run / name).stat().st_mode) == 0o644, name
 
 
-def test_toml_resume_key_says_it_cannot_come_from_a_file(data: Path, tmp_path: Path) -> None:
+def test_toml_resume_key_says_it_cannot_come_from_a_file(data: Path, tmp_path: Path, capfd) -> None:
     toml = tmp_path / "run.toml"
     toml.write_text('resume = "auto"\n')
-    rc, _, err = cli([*TINY, "--data-root", str(data), "--config", str(toml)], tmp_path)
+    rc, _, err = cli([*TINY, "--data-root", str(data), "--config", str(toml)], tmp_path, capfd)
     one_line(rc, err, 2, str(toml), "'resume' cannot be set from a file", "--resume")
 
 
-def test_pretrained_random_file_is_one_line(data: Path, tmp_path: Path) -> None:
+def test_pretrained_random_file_is_one_line(data: Path, tmp_path: Path, capfd) -> None:
     bad = tmp_path / "weights.pt"
     bad.write_bytes(os.urandom(512))
     args = [*TINY, "--data-root", str(data), "--out", str(tmp_path / "run"), "--pretrained", str(bad)]
-    rc, _, err = cli(args, ROOT)
+    rc, _, err = cli(args, ROOT, capfd)
     one_line(rc, err, 1, str(bad), after_start=True)
     assert "weights_only" not in err[-1]

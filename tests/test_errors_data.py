@@ -1,4 +1,4 @@
-"""Damaged data sets through the real CLI (`python -m train.run` in a subprocess, files really written).
+"""Damaged data sets through the real CLI (train.run's `main`, in-process, files really written).
 
 Each bad input ends with exit code 1 and one stderr line naming the file and line; with --skip-bad the
 run trains on the rest, and summary.json counts what was skipped. Corrupt JPEGs are made by damaging the
@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess import run_main
 from PIL import Image
 
+from train import run
 from train.data import dali_available
 from train.data.errors import DataError
 from train.data.layouts import load_layout
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--model", "resnet18", "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--no-tta",
     "--augment", "none", "--num-workers", "0", "--no-progress", "--device", "cpu", "--threads", "1",
@@ -30,13 +28,11 @@ TINY = [
 LOADERS = ["torch", pytest.param("dali", marks=pytest.mark.skipif(not dali_available(), reason="no DALI"))]
 
 
-def cli(args: list[str], tmp_path: Path, module: str = "train.run") -> tuple[int, str, list[str]]:
-    """(exit code, stdout, stderr lines) of `python -m module args` run from the worktree."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), DDAKERN_CACHE=str(tmp_path / "cache"))
-    p = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    return p.returncode, p.stdout, [ln for ln in p.stderr.splitlines() if ln.strip()]
+def cli(args: list[str], tmp_path: Path, capfd) -> tuple[int, str, list[str]]:
+    """(exit code, stdout, stderr lines) of train.run's main(args), as `python -m train.run args` gives
+    them (tests/inprocess.py: no interpreter and torch start-up per case), with its own image-check cache."""
+    code, out, err = run_main(run.main, args, capfd, env={"DDAKERN_CACHE": str(tmp_path / "cache")})
+    return code, out, [ln for ln in err.splitlines() if ln.strip()]
 
 
 def one_error_line(rc: int, err: list[str], *needles: str) -> str:
@@ -79,10 +75,10 @@ BAD_FER_ROWS = {
 }
 
 
-def test_fer2013_bad_row_is_one_line(tmp_path: Path) -> None:
+def test_fer2013_bad_row_is_one_line(tmp_path: Path, capfd) -> None:
     row, problem = BAD_FER_ROWS["double-minus label"]
     csv = write_fer(tmp_path / "fer", [row])
-    rc, _, err = cli(fer_args(tmp_path / "fer", tmp_path / "run"), tmp_path)
+    rc, _, err = cli(fer_args(tmp_path / "fer", tmp_path / "run"), tmp_path, capfd)
     one_error_line(rc, err, f"{csv} line 14: ", problem)
 
 
@@ -96,10 +92,10 @@ def test_fer2013_bad_row_names_file_line_and_problem(tmp_path: Path, case: str) 
     assert f"{csv} line 14: " in str(info.value) and problem in str(info.value)
 
 
-def test_fer2013_skip_bad_skips_every_kind_and_accepts_a_bom(tmp_path: Path) -> None:
+def test_fer2013_skip_bad_skips_every_kind_and_accepts_a_bom(tmp_path: Path, capfd) -> None:
     write_fer(tmp_path / "fer", [row for row, _ in BAD_FER_ROWS.values()], bom=True)
     out = tmp_path / "run"
-    rc, _, err = cli([*fer_args(tmp_path / "fer", out), "--skip-bad"], tmp_path)
+    rc, _, err = cli([*fer_args(tmp_path / "fer", out), "--skip-bad"], tmp_path, capfd)
     assert rc == 0, err
     assert any("skipped 4 malformed row(s)" in line for line in err), err
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -157,11 +153,11 @@ def raf_args(root: Path, out: Path, loader: str) -> list[str]:
 
 
 @pytest.mark.parametrize("loader", LOADERS)
-def test_rafdb_corrupt_jpeg_named_before_training(tmp_path: Path, loader: str) -> None:
+def test_rafdb_corrupt_jpeg_named_before_training(tmp_path: Path, loader: str, capfd) -> None:
     labels = write_raf(tmp_path / "raf")
     bad = tmp_path / "raf" / "aligned" / "train_00003_aligned.jpg"
     bad.write_bytes(corrupt_entropy_data(bad.read_bytes()))
-    rc, _, err = cli(raf_args(tmp_path / "raf", tmp_path / "run", loader), tmp_path)
+    rc, _, err = cli(raf_args(tmp_path / "raf", tmp_path / "run", loader), tmp_path, capfd)
     one_error_line(rc, err, f"{labels} line 3: image {bad}: corrupt image (Corrupt JPEG data")
     assert not (tmp_path / "run" / "last.pt").exists()
 
@@ -183,21 +179,21 @@ def test_rafdb_bad_label_line_names_file_line_and_problem(tmp_path: Path, line: 
     assert f"{labels} line 12: " in str(info.value) and problem in str(info.value)
 
 
-def test_rafdb_bad_label_line_is_one_line(tmp_path: Path) -> None:
+def test_rafdb_bad_label_line_is_one_line(tmp_path: Path, capfd) -> None:
     line, problem = BAD_RAF_LINES[1]
     labels = write_raf(tmp_path / "raf", [line])
-    rc, _, err = cli(raf_args(tmp_path / "raf", tmp_path / "run", "torch"), tmp_path)
+    rc, _, err = cli(raf_args(tmp_path / "raf", tmp_path / "run", "torch"), tmp_path, capfd)
     one_error_line(rc, err, f"{labels} line 12: ", problem)
 
 
 @pytest.mark.parametrize("loader", LOADERS)
-def test_rafdb_skip_bad_skips_corrupt_jpeg_and_bad_lines(tmp_path: Path, loader: str) -> None:
+def test_rafdb_skip_bad_skips_corrupt_jpeg_and_bad_lines(tmp_path: Path, loader: str, capfd) -> None:
     extra = [b"train_00002.jpg \xc2\xb2", b"train_00004.jpg 5", b"train_00004.jpg 5"]  # bad, duplicate x2
     write_raf(tmp_path / "raf", extra, bom=True)
     bad = tmp_path / "raf" / "aligned" / "train_00003_aligned.jpg"
     bad.write_bytes(corrupt_entropy_data(bad.read_bytes()))
     out = tmp_path / "run"
-    rc, _, err = cli([*raf_args(tmp_path / "raf", out, loader), "--skip-bad"], tmp_path)
+    rc, _, err = cli([*raf_args(tmp_path / "raf", out, loader), "--skip-bad"], tmp_path, capfd)
     assert rc == 0, err
     assert any("ignored 2 duplicate line(s)" in line for line in err), err
     assert any("skipped 2 malformed sample(s)" in line for line in err), err

@@ -71,20 +71,21 @@ def test_attached_torchvision_resnet_gets_dda_panels():
     assert titles == ["DDA stage 3 focus (4x4)", "DDA stage 4 focus (2x2)", "Grad-CAM, last stage (2x2)"]
 
 
-def test_attention_pngs_through_predict(tmp_path):
+def test_attention_pngs_through_predict(tmp_path, capfd):
+    """`ddakern predict --attention`, its `main` in-process (tests/inprocess.py)."""
     pytest.importorskip("cv2")
     pytest.importorskip("skimage")
-    import subprocess
-    import sys
-
+    from inprocess import run_main
     from predict_helpers import astronaut, write_checkpoint
+
+    from ddakern.cli import main
 
     ckpt = write_checkpoint(tmp_path / "best.pt", dda_stages=(2, 4), image_size=64, width=32)
     Image.fromarray(astronaut()).save(tmp_path / "a.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "ddakern", "predict", str(ckpt), str(tmp_path / "a.png"), "--out", str(out)]
-    r = subprocess.run(cmd + ["--attention", "--no-progress"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    argv = ["predict", str(ckpt), str(tmp_path / "a.png"), "--out", str(out), "--attention", "--no-progress"]
+    code, _, err = run_main(main, argv, capfd)
+    assert code == 0, err
     (png,) = (out / "attention").glob("*.png")
     assert png.name == "a_face0.png"
     panel = np.asarray(Image.open(png).convert("RGB"))

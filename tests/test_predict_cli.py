@@ -1,15 +1,18 @@
-"""`python -m ddakern predict` end to end, as a user runs it: folders with bad files, a video, outputs."""
+"""`ddakern predict` end to end, as a user runs it: folders with bad files, a video, outputs. Through the
+command's `main` in-process (tests/inprocess.py: exit code, stdout and stderr as `python -m ddakern predict`
+gives them, without an interpreter and torch start-up per call); test_predict_durable runs the real
+`python -m ddakern predict` process for what needs one (signals)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess import run_main
 from PIL import Image
 from predict_helpers import astronaut, coffee, corrupt_jpeg, write_checkpoint, write_video
 
@@ -17,9 +20,12 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("skimage")
 
 
-def predict(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ddakern", "predict", *args, "--no-progress", "--device", "cpu"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+def predict(capfd, *args: str) -> subprocess.CompletedProcess:
+    """`ddakern predict args --no-progress --device cpu`: its exit code, stdout and stderr."""
+    from ddakern.cli import main
+
+    argv = ["predict", *args, "--no-progress", "--device", "cpu"]
+    return subprocess.CompletedProcess(argv, *run_main(main, argv, capfd))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,7 @@ def read_results(out: Path) -> tuple[list[dict], list[dict]]:
     return rows, records
 
 
-def test_folder_with_bad_files(ckpt, tmp_path):
+def test_folder_with_bad_files(ckpt, tmp_path, capfd):
     folder = tmp_path / "photos"
     (folder / "nested").mkdir(parents=True)
     Image.fromarray(astronaut()).save(folder / "astronaut.jpg", quality=92)
@@ -42,7 +48,7 @@ def test_folder_with_bad_files(ckpt, tmp_path):
     corrupt_jpeg(folder / "broken.jpg", astronaut())
     (folder / "notes.jpg").write_text("this is a text file, not a JPEG\n")
     out = tmp_path / "out"
-    r = predict(str(ckpt), str(folder), "--out", str(out), "--annotate")
+    r = predict(capfd, str(ckpt), str(folder), "--out", str(out), "--annotate")
     assert r.returncode == 0, r.stderr
     skipped = [line for line in r.stderr.splitlines() if line.startswith("skipped:")]
     assert len(skipped) == 2
@@ -58,24 +64,24 @@ def test_folder_with_bad_files(ckpt, tmp_path):
     assert not np.array_equal(annotated[:, :, ::-1], astronaut())  # something was drawn
 
 
-def test_results_are_not_overwritten_unasked(ckpt, tmp_path):
+def test_results_are_not_overwritten_unasked(ckpt, tmp_path, capfd):
     img = tmp_path / "a.jpg"
     Image.fromarray(astronaut()).save(img)
     out = tmp_path / "out"
-    assert predict(str(ckpt), str(img), "--out", str(out)).returncode == 0
+    assert predict(capfd, str(ckpt), str(img), "--out", str(out)).returncode == 0
     before = (out / "predictions.csv").read_bytes()
-    r = predict(str(ckpt), str(img), "--out", str(out))
+    r = predict(capfd, str(ckpt), str(img), "--out", str(out))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--overwrite" in r.stderr
     assert (out / "predictions.csv").read_bytes() == before
-    assert predict(str(ckpt), str(img), "--out", str(out), "--overwrite").returncode == 0
+    assert predict(capfd, str(ckpt), str(img), "--out", str(out), "--overwrite").returncode == 0
     assert not list(out.glob(".*.tmp"))  # temp files renamed away
 
 
-def test_video_every_k_with_smoothing(ckpt, tmp_path):
+def test_video_every_k_with_smoothing(ckpt, tmp_path, capfd):
     video = tmp_path / "clip.avi"
     write_video(video)
     out = tmp_path / "out"
-    r = predict(str(ckpt), str(video), "--out", str(out), "--every", "2", "--smooth", "0.5", "--annotate")
+    r = predict(capfd, str(ckpt), str(video), "--out", str(out), "--every", "2", "--smooth", "0.5", "--annotate")
     assert r.returncode == 0, r.stderr
     assert "6 of 12 frames processed (every 2)" in r.stderr and "processed frames/s" in r.stderr
     rows, records = read_results(out)
@@ -99,17 +105,17 @@ def test_video_every_k_with_smoothing(ckpt, tmp_path):
     assert frames == 12
 
 
-def test_missing_inputs_and_bad_checkpoint_are_one_line(ckpt, tmp_path):
-    r = predict(str(ckpt), str(tmp_path / "nothing.jpg"), "--out", str(tmp_path / "o"))
+def test_missing_inputs_and_bad_checkpoint_are_one_line(ckpt, tmp_path, capfd):
+    r = predict(capfd, str(ckpt), str(tmp_path / "nothing.jpg"), "--out", str(tmp_path / "o"))
     assert r.returncode == 0 and "skipped: " in r.stderr and "no such file or folder" in r.stderr
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    r = predict(str(bad), str(tmp_path), "--out", str(tmp_path / "o2"))
+    r = predict(capfd, str(bad), str(tmp_path), "--out", str(tmp_path / "o2"))
     assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0
 
 
-def test_webcam_without_camera_is_reported(ckpt, tmp_path):
-    r = predict(str(ckpt), "7", "--out", str(tmp_path / "o"), "--max-frames", "3")
+def test_webcam_without_camera_is_reported(ckpt, tmp_path, capfd):
+    r = predict(capfd, str(ckpt), "7", "--out", str(tmp_path / "o"), "--max-frames", "3")
     assert r.returncode == 0
     assert "webcam:7: no camera with index 7 could be opened" in r.stderr
 

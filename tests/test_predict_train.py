@@ -1,5 +1,7 @@
 """A model trained by train.run on the built-in synthetic set, its test images fed through
-`python -m ddakern predict --detector none`: the accuracy equals train.run's own test accuracy.
+`ddakern predict --detector none`: the accuracy equals train.run's own test accuracy. Both commands run
+through their `main` in-process (tests/inprocess.py), as `python -m` runs them, without two interpreter and
+torch start-ups.
 
 The run is the default recipe shrunk to seconds (resnet18_dda, fewer images, 32 px, 1 epoch, fused
 ops as in the README's main command); predict reads the same PrivateTest images (48x48 gray, written as PNG,
@@ -10,27 +12,25 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess import run_main
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+import ddakern.cli
+from train import run as train_run
 
 
 @pytest.mark.slow
-def test_predict_reproduces_train_run_test_accuracy(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def test_predict_reproduces_train_run_test_accuracy(tmp_path, capfd):
     data, run = tmp_path / "data", tmp_path / "run"
-    train = [sys.executable, "-m", "train.run", "--fused-kernels", "--data-root", str(data), "--out", str(run)]
+    train = ["--fused-kernels", "--data-root", str(data), "--out", str(run)]
     train += ["--model", "resnet18_dda", "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--no-tta"]
     train += ["--no-progress", "--synthetic-train", "112", "--synthetic-val", "28", "--synthetic-test", "70"]
-    r = subprocess.run(train, capture_output=True, text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stderr
+    code, _, err = run_main(train_run.main, train, capfd)
+    assert code == 0, err
     summary = json.loads((run / "summary.json").read_text())
     names = summary["class_names"]
 
@@ -42,11 +42,9 @@ def test_predict_reproduces_train_run_test_accuracy(tmp_path):
             Image.fromarray(pixels).save(images / f"{i:04d}.png")
             labels[f"{i:04d}.png"] = names[int(row["emotion"])]
     out = tmp_path / "pred"
-    cmd = [sys.executable, "-m", "ddakern", "predict", str(run / "best.pt"), str(images), "--out", str(out)]
-    r = subprocess.run(
-        cmd + ["--detector", "none", "--no-progress", "--device", "cpu"], capture_output=True, text=True, env=env
-    )
-    assert r.returncode == 0, r.stderr
+    cmd = ["predict", str(run / "best.pt"), str(images), "--out", str(out)]
+    code, _, err = run_main(ddakern.cli.main, cmd + ["--detector", "none", "--no-progress", "--device", "cpu"], capfd)
+    assert code == 0, err
     with open(out / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(labels) == summary["test"]["images"] == 70
