@@ -21,7 +21,7 @@ RECIPE_FAMILY: dict[str, tuple[str, int]] = {
     "affectnet7": ("affectnet", 7),
     "affectnet8": ("affectnet", 8),
     "folders": ("folders", 0),
-    "synthetic": ("fer2013", 7),
+    "synthetic": ("synthetic", 7),
 }
 """recipe -> (data-set family searched by the detector, class count: 0 = from the folders)."""
 
