@@ -20,6 +20,9 @@ from train.tables import STAGES, build_table, missing_weights
 
 TINY = "--synthetic-train 42 --synthetic-val 21 --synthetic-test 21 --batch-size 14 --epochs 2 --image-size 32 "
 TINY += "--no-memory-estimate --no-progress --dropout 0"
+SMALL_MODEL = " --model resnet18 --dda-width none --dda-spatial-width none"
+"""Appended to every run of the sweep test: the grid's cells stay the ablation's, each trains the smallest
+host (a ResNet-34 + DDA checkpoint with its optimiser state is ~700 MB a save; the sweep is what is tested)."""
 
 
 def test_ablation_main_fusion_and_modern_cells() -> None:
@@ -63,6 +66,14 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch) -> None:
     assert visible_gpus() == []
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """--scale cpu sets one torch thread in this process (inline runs): give the other tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _interrupt_second_run(out: Path, first: str, second: str) -> threading.Thread:
     """SIGINT to this process once the first run has finished and the second has saved an epoch."""
 
@@ -83,13 +94,13 @@ def test_sweep_end_to_end_killed_after_the_first_run_then_resumed(tmp_path: Path
     monkeypatch.setenv("DDAKERN_DATA", str(tmp_path / "data"))
     out = tmp_path / "sweep"
     argv = ["ablation", "--data-root", "synthetic-hard", "--seeds", "2", "--scale", "cpu", "--executor", "inline"]
-    argv += ["--cells", "resnet34-dda-[n3]*", "--out", str(out), "--run-args", TINY]
-    first, second = "resnet34-dda-3-4-s113", "resnet34-dda-3-4-s114"
+    argv += ["--cells", "resnet34-dda-[n3]*", "--out", str(out), "--run-args", TINY + SMALL_MODEL]
+    first, second = "resnet34-dda-none-s113", "resnet34-dda-none-s114"  # the grid's first two runs
     watcher = _interrupt_second_run(out, first, second)
     assert reproduce.main(argv) == 130
     watcher.join(1)
     assert run_state(out / first) == "finished" and run_state(out / second) == "interrupted"
-    assert not (out / "resnet34-dda-none-s113").exists()  # the sweep stopped: nothing after the stopped run
+    assert not (out / "resnet34-dda-3-4-s113").exists()  # the sweep stopped: nothing after the stopped run
     stamp = (out / first / "summary.json").stat().st_mtime_ns
     capsys.readouterr()
 
