@@ -64,8 +64,8 @@ def run_rows(table: Table, folder_of: Any, seeds: Sequence[int], notes: dict[str
     the run folder; `notes`: cell key -> why it was not run; `states`: job key -> this invocation's Outcome."""
     rows = []
     for cell in table.cells:
-        if cell.kind == "member" or not cell.column:
-            continue  # read through the member run's own row
+        if not cell.column:
+            continue  # a fusion member's run: shown through its "model k alone" cells
         for seed in seeds:
             rows.append(_one(table, cell, seed, folder_of, notes, states))
     return rows
