@@ -133,3 +133,22 @@ def test_slurm_path_through_submitits_local_executor(tmp_path: Path, monkeypatch
     assert outcome.state == "done" and outcome.exit_code == 0
     assert run_state(folder) == "finished"
     assert list((tmp_path / "sweep" / "logs" / "slurm").rglob("*_result.pkl"))  # ran as a submitit job
+
+
+def test_table_cells_are_mean_and_sample_std_with_missing_seeds_and_na_reasons() -> None:
+    from train.table_report import markdown, mean_std
+
+    table = build_table("ablation", "rafdb")
+    rows = [
+        {"row": "none", "column": "ResNet-34", "status": "done", "heldout_test_acc": a, "best_on_test_acc": b}
+        for a, b in ((60.0, 62.0), (62.0, 66.0))
+    ]
+    rows.append(
+        {"row": "3-4", "column": "ResNet-34", "status": "done", "heldout_test_acc": 50.0, "best_on_test_acc": 51}
+    )
+    rows.append({"row": "all", "column": "ResNet-50", "status": "n/a", "note": "no ImageNet weights file x.pth"})
+    text = markdown(table, rows, ["- header"], [113, 114])
+    assert "| none | 61.00 ± 1.41 | 64.00 ± 2.83 |" in text  # sample std (n - 1)
+    assert "50.00 (n=1)" in text  # a seed missing is said, not hidden
+    assert "n/a [1]" in text and "[1] no ImageNet weights file x.pth" in text
+    assert mean_std([]) is None and mean_std([3.0]) == (3.0, 0.0)
