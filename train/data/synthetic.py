@@ -36,6 +36,8 @@ DIFFICULTIES = ("easy", "hard")
 LABEL_NOISE = 0.15
 """Fraction of the hard set's training (and validation) labels replaced by another class."""
 _DRAW = {"easy": draw_face, "hard": draw_hard_face}
+HARD_FACES_VERSION = 2
+"""Bumped whenever draw_hard_face changes, so that a cached hard set is drawn again."""
 _INCOMPLETE = ".synthetic-incomplete"
 # expression name -> label index in each data set's own order
 _FER_LABEL = {e: FER2013_CLASSES.index(e) for e in EXPRESSIONS}
@@ -152,6 +154,7 @@ def make_synthetic(
     noisy = {"Training", "PublicTest", "train"} if difficulty == "hard" else set()
     if difficulty != "easy":  # the easy set's manifest keeps its first form: caches stay valid
         manifest["difficulty"] = difficulty
+        manifest["faces_version"] = HARD_FACES_VERSION
         manifest["label_noise"] = {
             "rate": LABEL_NOISE,
             "splits": ["fer2013 Training", "fer2013 PublicTest", "rafdb train"],
