@@ -63,6 +63,8 @@ class LayoutSpec:
     read: Callable[[Path, LoadOptions], dict[str, SampleSet]]
     facts: Callable[[Path], dict[str, Any]] | None = None
     """What a run's report should know about the copy beyond its splits (the built-in set's label noise)."""
+    selection: str | None = None
+    """How the checkpoint is selected where the copy has its own validation split (default: generic)."""
 
 
 @dataclass
@@ -206,7 +208,14 @@ _SPECS = (
     LayoutSpec("affectnet", "affectnet", lambda r: find_affectnet_official(r) is not None, _read_affectnet),
     LayoutSpec("affectnet-npy", "affectnet", lambda r: find_affectnet_npy(r) is not None, _read_affectnet_npy),
     LayoutSpec("folders", "folders", is_class_folder_set, _read_folders),
-    LayoutSpec("synthetic", "synthetic", _is_builtin, _read_builtin, _builtin_facts),
+    LayoutSpec(
+        "synthetic",
+        "synthetic",
+        _is_builtin,
+        _read_builtin,
+        _builtin_facts,
+        "built-in set (FER2013 format): trained on Training, checkpoint selected on PublicTest",
+    ),
 )
 LAYOUTS: dict[str, LayoutSpec] = {spec.name: spec for spec in _SPECS}
 FAMILIES = ("fer2013", "ferplus", "rafdb", "affectnet", "folders", "synthetic")
@@ -369,6 +378,8 @@ def load_layout(
         if len(s) == 0:
             raise DataError(f"{s.source}: split {name!r} of layout {layout} is empty")
     facts = LAYOUTS[layout].facts(base) if LAYOUTS[layout].facts else {}
+    if LAYOUTS[layout].selection and "val" in raw:
+        selection = LAYOUTS[layout].selection
     return Layout(layout, base, splits, val_from_train, selection, record, facts)
 
 
