@@ -110,3 +110,45 @@ def test_refuses_to_overwrite_foreign_data(tmp_path: Path) -> None:
     assert (tmp_path / "fer2013" / "fer2013.csv").read_text() == "real data"
     with pytest.raises(ValueError, match="n_train"):
         make_synthetic(tmp_path / "x", n_train=0, n_val=1, n_test=1)
+
+
+def test_hard_set_has_its_exact_label_noise_recorded_and_a_clean_test_split(tmp_path: Path) -> None:
+    root = make_synthetic(tmp_path, seed=1, n_train=42, n_val=21, n_test=21, difficulty="hard")
+    record = json.loads((root / "label_noise.json").read_text())
+    assert set(record["fer2013"]) == {"Training", "PublicTest"} and set(record["rafdb"]) == {"train"}
+    fer = load_splits("fer2013", root / "fer2013")
+    for split, usage, n in (("train", "Training", 42), ("val", "PublicTest", 21)):
+        changed, true = record["fer2013"][usage]["changed"], record["fer2013"][usage]["true_labels"]
+        assert len(changed) == round(0.15 * n)  # the known rate, exactly
+        labels = fer[split].labels.copy()
+        assert all(labels[i] != t for i, t in zip(changed, true))  # each one really is another class
+        labels[changed] = true
+        assert np.bincount(labels, minlength=7).tolist() == [n // 7] * 7  # undone: the balanced clean labels
+    assert np.bincount(fer["test"].labels, minlength=7).tolist() == [3] * 7  # test: clean
+    easy = load_splits("fer2013", make_synthetic(tmp_path / "easy", seed=1, n_train=42, n_val=21, n_test=21))
+    assert not np.array_equal(easy["train"].images, fer["train"].images)
+    assert json.loads((root / "synthetic.json").read_text())["label_noise"]["rate"] == 0.15
+
+
+def test_the_built_in_set_is_a_layout_like_the_others(tmp_path: Path, capsys) -> None:
+    from train.data.layouts import load_layout, main
+
+    root = make_synthetic(tmp_path / "hard", seed=1, n_train=14, n_val=7, n_test=7, difficulty="hard")
+    assert main([str(root)]) == 0
+    line = capsys.readouterr().out
+    assert "layout synthetic" in line and "hard set, 15% of train/val labels changed" in line
+    found = load_layout(root)  # detected: its FER2013 and RAF-DB copies are not rival layouts
+    assert found.name == "synthetic" and not found.val_from_train
+    assert [len(found.splits[k]) for k in ("train", "val", "test")] == [14, 7, 7]
+    assert found.facts == {"builtin_set": "hard", "label_noise": json.loads((root / "synthetic.json").read_text())[
+        "label_noise"]}  # fmt: skip
+    assert load_layout(make_synthetic(tmp_path / "easy", seed=1, **SMALL)).facts["builtin_set"] == "easy"
+
+
+def test_hard_faces_are_deterministic_and_show_their_expression() -> None:
+    from train.data.faces_hard import draw_hard_face
+
+    a = draw_hard_face("happy", np.random.default_rng(5), 48)
+    assert a.shape == (48, 48, 3) and np.array_equal(a, draw_hard_face("happy", np.random.default_rng(5), 48))
+    faces = {e: draw_hard_face(e, np.random.default_rng(9), 48).astype(int) for e in EXPRESSIONS}
+    assert all(np.abs(faces[e] - faces["neutral"]).max() > 40 for e in EXPRESSIONS if e != "neutral")

@@ -192,6 +192,12 @@ class Config:
     debug_nan_at_step: int | None = _opt(None, "debug", "make the loss NaN at this global step (1-based)")
     debug_wait_at_step: int | None = _opt(None, "debug", "after this global step print 'debug-wait STEP', wait")
     debug_seen: str | None = _opt(None, "debug", "each rank appends the ids of its training samples here")
+    synthetic_difficulty: str = _opt(
+        "easy",
+        "data",
+        "synthetic recipe: easy faces, or hard ones (pose, light, occlusion, clutter, 15%% label noise)",
+        choices=("easy", "hard"),
+    )
 
     @property
     def dataset(self) -> str:

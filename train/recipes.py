@@ -165,10 +165,10 @@ RECIPES: dict[str, Recipe] = {
     "affectnet8": Recipe("affectnet", 8, _AFFECTNET),
     "folders": Recipe("folders", 0, _RAFDB),  # any class-folder set: RGB photos, as RAF-DB
     # the synthetic set is written in FER2013's CSV format and read back as FER2013
-    "synthetic": Recipe("fer2013", 7, _SYNTHETIC, builtin=True),
+    "synthetic": Recipe("synthetic", 7, _SYNTHETIC, builtin=True),
     "rafdb-modern": Recipe("rafdb", 7, RAFDB_MODERN, sources=RAFDB_MODERN_SOURCES),
     "fer2013-modern": Recipe("fer2013", 7, FER2013_MODERN, sources=FER2013_MODERN_SOURCES),
     "affectnet7-modern": Recipe("affectnet", 7, AFFECTNET7_MODERN, sources=AFFECTNET7_MODERN_SOURCES),
-    "synthetic-modern": Recipe("fer2013", 7, SYNTHETIC_MODERN, builtin=True, sources=SYNTHETIC_MODERN_SOURCES),
+    "synthetic-modern": Recipe("synthetic", 7, SYNTHETIC_MODERN, builtin=True, sources=SYNTHETIC_MODERN_SOURCES),
 }
 """Every recipe, each value written once; options a recipe leaves out take Config's defaults."""

@@ -118,7 +118,7 @@ def finish(trainer: Trainer, session: Session, outcome: str, data: Layout) -> di
     s = trainer.state
     summary = run_summary(session, outcome, protocol(cfg, data), s, test, tta, trainer.class_names, data.splits)
     summary["layout"] = data.name
-    summary["data"] = {"skip_bad": cfg.skip_bad, "skipped_during_training": skips.summary()}
+    summary["data"] = {"skip_bad": cfg.skip_bad, "skipped_during_training": skips.summary(), **data.facts}
     summary["test"]["mean_class_accuracy"] = mean_class_accuracy(test)
     summary["selected_weights"] = s.best_weights  # raw, or the EMA (--ema) when they validated better
     shown = tta if tta is not None else test

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .data import SampleSet, build_loader, build_tta_loader, dali_available, load_splits, make_synthetic
+from .data import SampleSet, build_loader, build_tta_loader, dali_available, make_synthetic
 from .data.layouts import Layout
 from .data.loader_choice import choose, probe_subset
 from .data.run_data import load_recipe_data, write_split_record
@@ -21,18 +21,29 @@ SYNTHETIC_SEED = 113
 """The built-in synthetic set is one fixed data set, whatever the training seed."""
 
 
+def builtin_name(difficulty: str) -> str:
+    """The built-in set's folder name: synthetic (easy) or synthetic-hard."""
+    return "synthetic" if difficulty == "easy" else f"synthetic-{difficulty}"
+
+
+def builtin_cache(difficulty: str = "easy") -> Path:
+    """$DDAKERN_DATA/<name>, else ~/.cache/ddakern/<name> (builtin_name)."""
+    if os.environ.get("DDAKERN_DATA"):
+        return Path(os.environ["DDAKERN_DATA"]) / builtin_name(difficulty)
+    return Path.home() / ".cache" / "ddakern" / builtin_name(difficulty)
+
+
 def synthetic_root(cfg: Config) -> Path:
-    """--data-root, else $DDAKERN_DATA/synthetic, else ~/.cache/ddakern/synthetic."""
+    """--data-root, else the built-in set's cache (builtin_cache)."""
     if cfg.data_root is not None:
         return Path(cfg.data_root)
-    if os.environ.get("DDAKERN_DATA"):
-        return Path(os.environ["DDAKERN_DATA"]) / "synthetic"
-    return Path.home() / ".cache" / "ddakern" / "synthetic"
+    return builtin_cache(cfg.synthetic_difficulty)
 
 
 def load_data(cfg: Config, env: DistEnv) -> Layout:
     """The run's data: {"train", "val", "test"} splits and how they were made. Real recipes detect the
-    layout under --data-root (train.data.layouts); the synthetic set is generated once (rank 0 first)."""
+    layout under --data-root (train.data.layouts); the built-in set is drawn once (rank 0 first), then
+    read as its layout ("synthetic") like any other copy."""
     if not cfg.builtin:
         classes = [c.strip() for c in cfg.classes.split(",") if c.strip()] if cfg.classes else None
         return load_recipe_data(
@@ -47,14 +58,15 @@ def load_data(cfg: Config, env: DistEnv) -> Layout:
         )
     root = synthetic_root(cfg)
     counts = dict(n_train=cfg.synthetic_train, n_val=cfg.synthetic_val, n_test=cfg.synthetic_test)
+    counts["difficulty"] = cfg.synthetic_difficulty
     if env.is_main:
         make_synthetic(root, seed=SYNTHETIC_SEED, **counts)
     barrier(env)
     if not env.is_main:
         make_synthetic(root, seed=SYNTHETIC_SEED, **counts)  # already there: only checks the manifest
-    splits = load_splits(cfg.dataset, root, skip_bad=cfg.skip_bad, seed=cfg.seed)
-    selection = "synthetic FER2013-format set: trained on Training, checkpoint selected on PublicTest"
-    return Layout("synthetic", root, splits, False, selection)
+    return load_recipe_data(
+        "synthetic", root, layout="synthetic", seed=cfg.seed, skip_bad=cfg.skip_bad, announce=env.is_main
+    )
 
 
 def record_splits(out: Path, data: Layout) -> None:

@@ -60,11 +60,20 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 20) -> np.ndar
 class _Canvas:
     """Draws polygons given in face units through a random similarity transform (the pose)."""
 
-    def __init__(self, size: int, background: tuple[int, ...], angle: float, scale: float, shift: np.ndarray):
+    def __init__(
+        self,
+        size: int,
+        background: tuple[int, ...],
+        angle: float,
+        scale: float,
+        shift: np.ndarray,
+        squeeze: float = 1.0,
+    ):
         self.image = Image.new("RGB", (size, size), background)
         self.draw = ImageDraw.Draw(self.image)
         c, s = math.cos(angle), math.sin(angle)
-        self.matrix = np.array([[c, -s], [s, c]]) * scale * size / 2.0
+        # squeeze < 1 narrows the face before rotating it: a head turned away (yaw), seen in projection
+        self.matrix = np.array([[c, -s], [s, c]]) @ np.diag([squeeze, 1.0]) * scale * size / 2.0
         self.offset = (np.array([0.5, 0.5]) + shift) * size
         self.unit = scale * size / 2.0
 

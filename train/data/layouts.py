@@ -36,6 +36,7 @@ from .rafdb_kaggle import find_rafdb_kaggle, read_rafdb_kaggle
 from .samples import SampleSet
 from .scan import class_counts, subdirs
 from .splits import stratified_holdout
+from .synthetic import MANIFEST, describe_noise, read_manifest
 
 log = logging.getLogger("train.data")
 
@@ -60,6 +61,10 @@ class LayoutSpec:
     family: str
     find: Callable[[Path], bool]
     read: Callable[[Path, LoadOptions], dict[str, SampleSet]]
+    facts: Callable[[Path], dict[str, Any]] | None = None
+    """What a run's report should know about the copy beyond its splits (the built-in set's label noise)."""
+    selection: str | None = None
+    """How the checkpoint is selected where the copy has its own validation split (default: generic)."""
 
 
 @dataclass
@@ -75,6 +80,8 @@ class Layout:
     selection: str
     holdout: dict[str, Any] = field(default_factory=dict)
     """{"val"/"test": {"fraction", "seed", "of"}} for every split held out of train (the record)."""
+    facts: dict[str, Any] = field(default_factory=dict)
+    """LayoutSpec.facts of the copy (summary.json's "data" holds them)."""
 
 
 def _file(root: Path, name: str) -> Path | None:
@@ -176,6 +183,20 @@ def _read_folders(root: Path, o: LoadOptions) -> dict[str, SampleSet]:
     return read_folders(root, o.classes)
 
 
+def _is_builtin(root: Path) -> bool:
+    """The built-in set (train.data.synthetic): a folder whose manifest says so."""
+    return root.is_dir() and (root / MANIFEST).is_file() and read_manifest(root) is not None
+
+
+def _read_builtin(root: Path, o: LoadOptions) -> dict[str, SampleSet]:
+    """Its FER2013-format copy: Training, PublicTest (validation) and PrivateTest (test)."""
+    return read_fer2013(root / "fer2013" / "fer2013.csv", skip_bad=o.skip_bad)
+
+
+def _builtin_facts(root: Path) -> dict[str, Any]:
+    return describe_noise(read_manifest(root) or {})
+
+
 _SPECS = (
     LayoutSpec("fer2013-csv", "fer2013", _is_fer_csv, _read_fer_csv),
     LayoutSpec("fer2013-icml-csv", "fer2013", lambda r: _file(r, ICML_CSV) is not None, _read_icml),
@@ -187,13 +208,23 @@ _SPECS = (
     LayoutSpec("affectnet", "affectnet", lambda r: find_affectnet_official(r) is not None, _read_affectnet),
     LayoutSpec("affectnet-npy", "affectnet", lambda r: find_affectnet_npy(r) is not None, _read_affectnet_npy),
     LayoutSpec("folders", "folders", is_class_folder_set, _read_folders),
+    LayoutSpec(
+        "synthetic",
+        "synthetic",
+        _is_builtin,
+        _read_builtin,
+        _builtin_facts,
+        "built-in set (FER2013 format): trained on Training, checkpoint selected on PublicTest",
+    ),
 )
 LAYOUTS: dict[str, LayoutSpec] = {spec.name: spec for spec in _SPECS}
-FAMILIES = ("fer2013", "ferplus", "rafdb", "affectnet", "folders")
+FAMILIES = ("fer2013", "ferplus", "rafdb", "affectnet", "folders", "synthetic")
 
 
 def _matches(root: Path, family: str | None) -> list[str]:
-    specific = [s for s in LAYOUTS.values() if s.family != "folders" and family in (None, s.family)]
+    if family in (None, "synthetic") and _is_builtin(root):
+        return ["synthetic"]  # its manifest says what it is; its FER2013 and RAF-DB copies are not rivals
+    specific = [s for s in LAYOUTS.values() if s.family not in ("folders", "synthetic") and family in (None, s.family)]
     found = [s.name for s in specific if s.find(root)]
     if not found and family in (None, "folders") and is_class_folder_set(root):
         found = ["folders"]  # the generic reader is the fallback, never a rival of a specific layout
@@ -346,7 +377,10 @@ def load_layout(
     for name, s in splits.items():
         if len(s) == 0:
             raise DataError(f"{s.source}: split {name!r} of layout {layout} is empty")
-    return Layout(layout, base, splits, val_from_train, selection, record)
+    facts = LAYOUTS[layout].facts(base) if LAYOUTS[layout].facts else {}
+    if LAYOUTS[layout].selection and "val" in raw:
+        selection = LAYOUTS[layout].selection
+    return Layout(layout, base, splits, val_from_train, selection, record, facts)
 
 
 def describe(layout: Layout) -> str:
@@ -359,12 +393,16 @@ def describe(layout: Layout) -> str:
             continue
         counts = ", ".join(f"{c} {n}" for c, n in class_counts(s).items())
         parts.append(f"{name} {len(s)} ({counts})")
+    noise = layout.facts.get("label_noise", {}).get("rate")
+    if noise:
+        parts.append(f"{layout.facts.get('builtin_set', '')} set, {noise:.0%} of train/val labels changed".lstrip())
     return f"data: layout {layout.name} in {layout.root} | " + " | ".join(parts) + f" | {layout.selection}"
 
 
 def holdout_record(layout: Layout) -> dict[str, Any]:
     """JSON-ready record of the splits: counts per class, and which images each hold-out took."""
     out: dict[str, Any] = {"layout": layout.name, "root": str(layout.root), "selection": layout.selection}
+    out.update(layout.facts)
     for name, s in layout.splits.items():
         entry: dict[str, Any] = {"images": len(s), "per_class": class_counts(s)}
         if name in layout.holdout:

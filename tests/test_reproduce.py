@@ -1,0 +1,154 @@
+"""train.reproduce: the tables' cells, a tiny sweep end to end (killed after its first run and resumed),
+and the SLURM path through submitit's local executor."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from train import reproduce
+from train.sweep import Job, Sweep, run_state, visible_gpus
+from train.tables import STAGES, build_table, missing_weights
+
+TINY = "--synthetic-train 42 --synthetic-val 21 --synthetic-test 21 --batch-size 14 --epochs 2 --image-size 32 "
+TINY += "--no-memory-estimate --no-progress --dropout 0"
+SMALL_MODEL = " --model resnet18 --dda-width none --dda-spatial-width none"
+"""Appended to every run of the sweep test: the grid's cells stay the ablation's, each trains the smallest
+host (a ResNet-34 + DDA checkpoint with its optimiser state is ~700 MB a save; the sweep is what is tested)."""
+
+
+def test_ablation_main_fusion_and_modern_cells() -> None:
+    ab = build_table("ablation", "rafdb")
+    assert len(ab.cells) == 12 and ab.rows == tuple(STAGES) and ab.columns == ("ResNet-34", "ResNet-50")
+    by = {(c.row, c.column): c for c in ab.cells}
+    assert by[("none", "ResNet-50")].model == "resnet50"  # DDA in no stage: the plain host
+    assert by[("2-4", "ResNet-34")].flags[-2:] == ("--dda-stages", "2,3,4")
+    assert all(c.init == "imagenet" for c in ab.cells)
+    assert all(c.init is None for c in build_table("ablation", "rafdb", scratch=True).cells)
+    main = build_table("main", "rafdb")
+    assert {(c.model, c.init) for c in main.cells if c.init == "vggface2"} == {
+        ("resnet50", "vggface2"),
+        ("resnet50_dda", "vggface2"),
+    }
+    fusion = build_table("fusion", "rafdb")
+    members = [c for c in fusion.cells if c.kind == "run"]
+    fuses = [c for c in fusion.cells if c.kind == "fuse"]
+    assert len(fuses) == 5 * 4 and len(members) == 6  # ResNet-34 from ImageNet is shared by three pairs
+    assert {c.flags[1] for c in fuses} == {"late", "early", "joint", "attention"}
+    modern = build_table("modern", "rafdb")
+    assert [c.recipe for c in modern.cells] == [None, "rafdb-modern"]
+
+
+def test_missing_weights_names_the_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    why = missing_weights("resnet34_dda", "imagenet")
+    assert "resnet34-333f7ec4.pth" in why and "resnet18-5c106cde.pth" in why and str(tmp_path) in why
+    (tmp_path / "checkpoints").mkdir()
+    for name in ("resnet34-333f7ec4.pth", "resnet18-5c106cde.pth"):
+        (tmp_path / "checkpoints" / name).write_bytes(b"x")
+    assert missing_weights("resnet34_dda", "imagenet") is None
+    assert "VGGFace2" in missing_weights("resnet50", "vggface2")
+    assert missing_weights("resnet50", None) is None
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert visible_gpus() == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """--scale cpu sets one torch thread in this process (inline runs): give the other tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _interrupt_second_run(out: Path, first: str, second: str) -> threading.Thread:
+    """SIGINT to this process once the first run has finished and the second has saved an epoch."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (out / first / "summary.json").is_file() and (out / second / "last.pt").is_file():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.005)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def test_sweep_end_to_end_killed_after_the_first_run_then_resumed(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DDAKERN_DATA", str(tmp_path / "data"))
+    out = tmp_path / "sweep"
+    argv = ["ablation", "--data-root", "synthetic-hard", "--seeds", "2", "--scale", "cpu", "--executor", "inline"]
+    argv += ["--cells", "resnet34-dda-[n3]*", "--out", str(out), "--run-args", TINY + SMALL_MODEL]
+    first, second = "resnet34-dda-none-s113", "resnet34-dda-none-s114"  # the grid's first two runs
+    watcher = _interrupt_second_run(out, first, second)
+    assert reproduce.main(argv) == 130
+    watcher.join(1)
+    assert run_state(out / first) == "finished" and run_state(out / second) == "interrupted"
+    assert not (out / "resnet34-dda-3-4-s113").exists()  # the sweep stopped: nothing after the stopped run
+    stamp = (out / first / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+
+    assert reproduce.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"{first}: finished before, skipped" in err and f"{second}: done after resuming" in err
+    assert (out / first / "summary.json").stat().st_mtime_ns == stamp  # not run again
+    epochs = [json.loads(line)["epoch"] for line in (out / second / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]  # resumed, not restarted
+
+    runs = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(runs) == 4 and {r["status"] for r in runs} == {"done"}
+    for r in runs:  # both protocols; best-on-test is at least the held-out selection's test figure
+        assert float(r["best_on_test_acc"]) >= float(r["heldout_test_acc"]) > 0
+    table = (out / "table.md").read_text()
+    assert "| 3-4 |" in table and "| none |" in table and "±" in table and "ResNet-34: best-on-test" in table
+    assert "15%" in table and "image_size 32" in table  # the set's label noise and the scale, in the header
+    summary = json.loads((out / first / "summary.json").read_text())
+    assert summary["data"]["label_noise"]["rate"] == 0.15 and summary["layout"] == "synthetic"
+
+
+def test_slurm_path_through_submitits_local_executor(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("DDAKERN_DATA", str(tmp_path / "data"))
+    folder = tmp_path / "sweep" / "one-s113"
+    flags = ("--recipe", "synthetic", "--synthetic-difficulty", "hard", "--model", "resnet18", *TINY.split())
+    flags += ("--epochs", "1", "--no-tta", "--loader", "torch", "--workers", "0")
+    sweep = Sweep("submitit-local", tmp_path / "sweep" / "logs")
+    (outcome,) = sweep.run([Job("one-s113", folder, "train.run", flags)])
+    assert outcome.state == "done" and outcome.exit_code == 0
+    assert run_state(folder) == "finished"
+    assert list((tmp_path / "sweep" / "logs" / "slurm").rglob("*_result.pkl"))  # ran as a submitit job
+
+
+def test_table_cells_are_mean_and_sample_std_with_missing_seeds_and_na_reasons() -> None:
+    from train.table_report import markdown, mean_std
+
+    table = build_table("ablation", "rafdb")
+    rows = [
+        {"row": "none", "column": "ResNet-34", "status": "done", "heldout_test_acc": a, "best_on_test_acc": b}
+        for a, b in ((60.0, 62.0), (62.0, 66.0))
+    ]
+    rows.append(
+        {"row": "3-4", "column": "ResNet-34", "status": "done", "heldout_test_acc": 50.0, "best_on_test_acc": 51}
+    )
+    rows.append({"row": "all", "column": "ResNet-50", "status": "n/a", "note": "no ImageNet weights file x.pth"})
+    text = markdown(table, rows, ["- header"], [113, 114])
+    assert "| none | 61.00 ± 1.41 | 64.00 ± 2.83 |" in text  # sample std (n - 1)
+    assert "50.00 (n=1)" in text  # a seed missing is said, not hidden
+    assert "n/a [1]" in text and "[1] no ImageNet weights file x.pth" in text
+    assert mean_std([]) is None and mean_std([3.0]) == (3.0, 0.0)
