@@ -40,7 +40,7 @@ COMMANDS: dict[str, Command] = {
     "fuse": Command("fuse", "combine two trained models: late, early, joint or attention fusion", True, TRAIN, "train"),
     "prepare": Command("prepare", "face crops of a folder of photos, ready to train on", True, PREPARE, "train"),
     "layouts": Command("data.layouts", "the data layout found in a folder, and its splits", True),
-    "reproduce": Command("reproduce", "rerun a published recipe and compare with its figures", True, TRAIN, "train"),
+    "reproduce": Command("reproduce", "the paper's tables as resumable sweeps, mean ± std", True, TRAIN, "train"),
     "predict": Command("ddakern.cli.predict", "emotions of the faces in images, folders, videos or a webcam"),
     "export": Command("ddakern.cli.export", "a checkpoint to ONNX, TorchScript or torch.export, parity-checked"),
     "memory": Command("ddakern.cli.memory", "activation memory per image and the largest batch, per recompute mode"),
@@ -107,7 +107,8 @@ def usage(front: str = "ddakern") -> str:
         f"usage: {front} COMMAND [options]\n\ncommands:\n"
         + "\n".join(lines)
         + f"\n\n`{front} COMMAND --help` shows a command's options. Their optional packages:\n"
-        "pip install 'ddakern[train]' (train, fuse, prepare), 'ddakern[predict]' (predict, export to ONNX)."
+        "pip install 'ddakern[train]' (train, fuse, prepare, reproduce), "
+        "'ddakern[predict]' (predict, export to ONNX)."
     )
 
 
