@@ -67,3 +67,20 @@ def test_engine_checkpoint_passes_the_library_format_check(tmp_path: Path) -> No
     ckpt["format"] = FORMAT_VERSION + 1
     with pytest.raises(CheckpointError, match=r"last\.pt: not a train\.run / train\.fuse checkpoint \(format 1\)$"):
         check_format(ckpt, path)
+
+
+def test_a_built_in_run_saved_as_fer2013_still_resumes_and_other_data_is_refused(tmp_path: Path) -> None:
+    """Built-in runs saved before the built-in set was a layout recorded dataset "fer2013": they resume;
+    a checkpoint of another data set is still refused in one line."""
+    from train.run import configure
+
+    path = _engine_checkpoint(tmp_path)
+    ckpt = read_checkpoint(path)
+    for saved, ok in (("fer2013", True), ("rafdb", False)):
+        atomic.torch_save({**ckpt, "dataset": saved, "config": {**ckpt["config"], "recipe": "synthetic"}}, path)
+        if ok:
+            cfg, _ = configure(["--resume", str(path)])
+            assert cfg.dataset == "synthetic" and cfg.resume == str(path)
+        else:
+            with pytest.raises(checkpoint.CheckpointError, match="trained on rafdb, this run reads synthetic"):
+                configure(["--resume", str(path)])

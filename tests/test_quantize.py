@@ -89,6 +89,9 @@ def test_run_data_root_follows_the_checkpoint(tmp_path, monkeypatch):
     assert run_data_root({"config": {"data_root": "/data/raf"}}) == Path("/data/raf")
     monkeypatch.setenv("DDAKERN_DATA", str(tmp_path))
     assert run_data_root({"config": {"recipe": "synthetic"}}) == tmp_path / "synthetic"
+    assert run_data_root({"config": {"recipe": "synthetic-modern"}}) == tmp_path / "synthetic"
+    hard = {"config": {"recipe": "synthetic", "synthetic_difficulty": "hard"}}
+    assert run_data_root(hard) == tmp_path / "synthetic-hard"
     assert run_data_root({"config": {"recipe": "rafdb"}}) is None
 
 

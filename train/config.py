@@ -201,7 +201,7 @@ class Config:
 
     @property
     def dataset(self) -> str:
-        """The data-set reader the recipe uses (synthetic data is read back as FER2013)."""
+        """The data-set reader the recipe uses (the recipe table's family: "synthetic" for the built-in sets)."""
         return RECIPE_TABLE[self.recipe].family
 
     @property

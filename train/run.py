@@ -62,7 +62,9 @@ def configure(argv: Sequence[str]) -> tuple[Config, dict[str, Any] | None]:
         print(f"--resume {path}: continuing in the checkpoint's folder {home}, not --out {cli['out']}", file=sys.stderr)
     cfg.out, cfg.resume = str(home), str(path)
     saved = ckpt.get("dataset") or ckpt["config"].get("recipe")
-    if ckpt.get("dataset") is not None and ckpt["dataset"] != cfg.dataset:
+    # built-in runs saved before the built-in set became a layout of its own recorded its FER2013 format
+    renamed = cfg.builtin and ckpt.get("dataset") == "fer2013" and cfg.dataset == "synthetic"
+    if ckpt.get("dataset") is not None and ckpt["dataset"] != cfg.dataset and not renamed:
         raise ckpt_io.CheckpointError(f"{path}: checkpoint was trained on {saved}, this run reads {cfg.dataset}")
     return cfg, ckpt
 

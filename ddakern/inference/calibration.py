@@ -38,14 +38,18 @@ class CalibrationError(ValueError):
 
 
 def run_data_root(ckpt: dict[str, Any]) -> Path | None:
-    """The data folder a train.run checkpoint was trained on: its config's data_root; for the synthetic
-    recipe without one, where train.run caches that set ($DDAKERN_DATA/synthetic, ~/.cache/ddakern/synthetic)."""
+    """The data folder a train.run checkpoint was trained on: its config's data_root; for a built-in-set
+    recipe (synthetic, synthetic-modern) without one, where train.run caches that set ($DDAKERN_DATA/<name>,
+    else ~/.cache/ddakern/<name>; name synthetic or synthetic-hard by the run's --synthetic-difficulty)."""
     config = ckpt.get("config") or {}
     if config.get("data_root"):
         return Path(config["data_root"])
-    if (config.get("recipe") or ckpt.get("recipe")) == "synthetic":
+    recipe = str(config.get("recipe") or ckpt.get("recipe") or "")
+    if recipe == "synthetic" or recipe.startswith("synthetic-"):  # the built-in set (synthetic-modern too)
+        difficulty = config.get("synthetic_difficulty") or "easy"
+        name = "synthetic" if difficulty == "easy" else f"synthetic-{difficulty}"
         base = os.environ.get("DDAKERN_DATA")
-        return Path(base) / "synthetic" if base else Path.home() / ".cache" / "ddakern" / "synthetic"
+        return Path(base) / name if base else Path.home() / ".cache" / "ddakern" / name
     return None
 
 
