@@ -101,10 +101,7 @@ def draw_face(expression: str, rng: np.random.Generator, size: int) -> np.ndarra
     t = 0.0 if expression == "neutral" else rng.uniform(0.6, 1.0)
     canvas, skin = _posed_canvas(rng, 2 * size)
     _head(canvas, skin, rng)
-    feature = _shade(skin, rng.uniform(0.2, 0.45))
-    ey = _eyes_and_brows(canvas, g, t, feature, rng)
-    _nose(canvas, g, t, skin, ey, rng)
-    _mouth(canvas, g, t, skin, feature, rng)
+    _features(canvas, g, t, skin, rng, (0.2, 0.45))
     _occluders(canvas, rng)
     image = np.asarray(canvas.image.reduce(2), dtype=np.float32)
     return _lighting(image, rng)
@@ -131,6 +128,15 @@ def _head(canvas: _Canvas, skin: np.ndarray, rng: np.random.Generator) -> None:
         hair = rng.uniform(10, 120, 3)
         top = _ellipse(0, -0.55, rng.uniform(0.5, 0.66), rng.uniform(0.2, 0.32), 24)
         canvas.polygon(top[top[:, 1] <= -0.48], tuple(int(v) for v in hair))
+
+
+def _features(canvas: _Canvas, g, t: float, skin, rng: np.random.Generator, shade: tuple[float, float]) -> None:
+    """Eyes with brows, nose and mouth of expression geometry `g` at intensity `t`, in a shade of the skin
+    darker by a fraction drawn from `shade` (the easy and the hard faces draw them alike)."""
+    feature = _shade(skin, rng.uniform(*shade))
+    ey = _eyes_and_brows(canvas, g, t, feature, rng)
+    _nose(canvas, g, t, skin, ey, rng)
+    _mouth(canvas, g, t, skin, feature, rng)
 
 
 def _eyes_and_brows(

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .faces import GEOMETRY, _Canvas, _eyes_and_brows, _head, _mouth, _nose, _shade
+from .faces import GEOMETRY, _Canvas, _features, _head
 
 
 def draw_hard_face(expression: str, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -36,10 +36,7 @@ def draw_hard_face(expression: str, rng: np.random.Generator, size: int) -> np.n
     _clutter(canvas, rng)
     _head(canvas, skin, rng)
     canvas.offset = canvas.offset + canvas.matrix @ np.array([0.22 * math.sin(yaw), 0.0])
-    feature = _shade(skin, rng.uniform(0.25, 0.55))
-    ey = _eyes_and_brows(canvas, g, t, feature, rng)
-    _nose(canvas, g, t, skin, ey, rng)
-    _mouth(canvas, g, t, skin, feature, rng)
+    _features(canvas, g, t, skin, rng, (0.25, 0.55))
     _occlusion(canvas, rng)
     image = np.asarray(canvas.image.reduce(2), dtype=np.float32)
     return _light(image, rng)
