@@ -109,3 +109,12 @@ def test_readme_shows_the_help_as_it_is():
     text = (ROOT / "README.md").read_text()
     shown = text.split("$ ddakern --help\n", 1)[1].split("```", 1)[0]
     assert shown == cli.usage() + "\n"
+
+
+@pytest.mark.parametrize("command", ["fuse", "reproduce"])
+def test_engine_commands_show_their_front_door_name(command, capsys):
+    """Each engine command's usage and errors name how the user called it (ddakern <command>)."""
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: ddakern {command} ")

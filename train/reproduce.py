@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ddakern.atomic import write_text
+from ddakern.cli import prog
 from ddakern.folder_lock import FolderBusy, lock_folder, release
 
 from .config import RECIPES
@@ -214,7 +215,7 @@ def _noise(facts: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.reproduce",
+        prog=prog(f"{__package__}.reproduce", f"python -m {__package__}.reproduce"),
         description="Run one of the paper's tables over seeds and write it (Markdown, CSV, JSON).",
         epilog="Exit codes: 0 all runs finished; 1 a run failed; 2 bad options or a busy --out; 130/143 stopped.",
     )
