@@ -123,3 +123,12 @@ def make_affectnet_npy(root: Path, per_class: int = 3, image_size: int = 64) -> 
                 np.save(root / split / "annotations" / f"{key}_val.npy", np.array("0.1"))
                 key += 1
     return root
+
+
+def read_family(family: str, root: Path, *, skip_bad: bool = False) -> dict:
+    """{"train", "val", "test"} of the `family` copy under `root`, read as a run reads it (the layout detected
+    and read through train.data.layouts); RAF-DB without a hold-out (val = test), so train is the label
+    file's whole train split."""
+    from train.data.layouts import load_layout
+
+    return load_layout(root, family=family, holdout=0, skip_bad=skip_bad).splits

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layout_files import read_family
 from PIL import Image
 
-from train.data import DataError, load_splits
+from train.data import DataError
 
 SEED = 20261202
 CASES = 300
@@ -47,7 +48,7 @@ def damage(data: bytes, rng: np.random.Generator) -> bytes:
 def check_outcome(dataset: str, root: Path, skip_bad: bool) -> str:
     """'ok' or 'error'; asserts the shape of either outcome."""
     try:
-        splits = load_splits(dataset, root, skip_bad=skip_bad)
+        splits = read_family(dataset, root, skip_bad=skip_bad)
     except DataError as e:
         message = str(e)
         assert message and "\n" not in message and "Traceback" not in message, message

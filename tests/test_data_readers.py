@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from reader_splits import load_splits
 
-from train.data import FER2013_CLASSES, FERPLUS_CLASSES, RAFDB_CLASSES, DataError, load_splits
+from train.data import FER2013_CLASSES, FERPLUS_CLASSES, RAFDB_CLASSES, DataError
 from train.data.fer2013 import ferplus_label
-from train.data.splits import stratified_holdout
+from train.data.layouts import stratified_holdout
 
 
 def _pixels(value: int) -> str:

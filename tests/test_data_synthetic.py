@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layout_files import read_family
 from PIL import Image
 
-from train.data import FER2013_CLASSES, RAFDB_CLASSES, DataError, load_splits, make_synthetic
+from train.data import FER2013_CLASSES, RAFDB_CLASSES, DataError, make_synthetic
 from train.data.faces import EXPRESSIONS, draw_face
 from train.data.synthetic import _FER_LABEL, _RAF_LABEL
 
@@ -38,12 +39,12 @@ def test_round_trip_through_real_readers(tmp_path: Path) -> None:
     root = make_synthetic(tmp_path, seed=1, **SMALL)
     header = (root / "fer2013" / "fer2013.csv").read_text().splitlines()[0]
     assert header == "emotion,pixels,Usage"
-    fer = load_splits("fer2013", root / "fer2013")
+    fer = read_family("fer2013", root / "fer2013")
     assert [len(fer[k]) for k in ("train", "val", "test")] == [14, 7, 7]
     assert fer["train"].images.shape == (14, 48, 48) and fer["train"].class_names == FER2013_CLASSES
     assert np.bincount(fer["train"].labels, minlength=7).tolist() == [2] * 7  # balanced
     assert fer["train"].images.std() > 10  # real pictures, not flat
-    raf = load_splits("rafdb", root)  # found under root/rafdb, flat layout
+    raf = read_family("rafdb", root)  # found under root/rafdb, flat layout
     assert [len(raf[k]) for k in ("train", "test")] == [14, 7]
     assert raf["train"].class_names == RAFDB_CLASSES
     assert np.bincount(raf["test"].labels, minlength=7).tolist() == [1] * 7
@@ -94,7 +95,7 @@ def test_reuse_when_complete_and_regenerate_on_change(tmp_path: Path) -> None:
     make_synthetic(tmp_path, seed=2, **SMALL)
     assert csv.stat().st_mtime_ns == stamp  # reused
     make_synthetic(tmp_path, seed=2, n_train=21, n_val=7, n_test=7)
-    assert len(load_splits("fer2013", root)["train"]) == 21
+    assert len(read_family("fer2013", root)["train"]) == 21
     assert len(list((root / "rafdb" / "aligned").iterdir())) == 28
     assert not [p for p in root.iterdir() if p.name.startswith(".synthetic-")]  # temp folder gone
     (root / "rafdb" / "aligned" / "test_00001_aligned.jpg").unlink()  # incomplete -> rebuilt
@@ -116,7 +117,7 @@ def test_hard_set_has_its_exact_label_noise_recorded_and_a_clean_test_split(tmp_
     root = make_synthetic(tmp_path, seed=1, n_train=42, n_val=21, n_test=21, difficulty="hard")
     record = json.loads((root / "label_noise.json").read_text())
     assert set(record["fer2013"]) == {"Training", "PublicTest"} and set(record["rafdb"]) == {"train"}
-    fer = load_splits("fer2013", root / "fer2013")
+    fer = read_family("fer2013", root / "fer2013")
     for split, usage, n in (("train", "Training", 42), ("val", "PublicTest", 21)):
         changed, true = record["fer2013"][usage]["changed"], record["fer2013"][usage]["true_labels"]
         assert len(changed) == round(0.15 * n)  # the known rate, exactly
@@ -125,7 +126,7 @@ def test_hard_set_has_its_exact_label_noise_recorded_and_a_clean_test_split(tmp_
         labels[changed] = true
         assert np.bincount(labels, minlength=7).tolist() == [n // 7] * 7  # undone: the balanced clean labels
     assert np.bincount(fer["test"].labels, minlength=7).tolist() == [3] * 7  # test: clean
-    easy = load_splits("fer2013", make_synthetic(tmp_path / "easy", seed=1, n_train=42, n_val=21, n_test=21))
+    easy = read_family("fer2013", make_synthetic(tmp_path / "easy", seed=1, n_train=42, n_val=21, n_test=21))
     assert not np.array_equal(easy["train"].images, fer["train"].images)
     assert json.loads((root / "synthetic.json").read_text())["label_noise"]["rate"] == 0.15
 

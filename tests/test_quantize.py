@@ -70,15 +70,15 @@ def int8_export(data_root, tmp_path_factory):
 
 def test_calibration_reader_reads_the_engines_splits(data_root):
     """The library's plain reader takes the same train / test images as the engine's readers."""
-    from train.data import load_splits
+    from layout_files import read_family
 
-    engine = load_splits("fer2013", data_root)
+    engine = read_family("fer2013", data_root)
     for split in ("train", "test"):
         faces, note = face_images(data_root, split, None)
         gray = engine[split].images
         assert len(faces) == len(gray) and "fer2013.csv" in note
         np.testing.assert_array_equal(np.stack(faces), np.repeat(gray[..., None], 3, axis=3))
-    raf = load_splits("rafdb", data_root / "rafdb")
+    raf = read_family("rafdb", data_root / "rafdb")
     faces, _ = face_images(data_root / "rafdb", "test", None)
     assert len(faces) == len(raf["test"])
     np.testing.assert_array_equal(faces[0], read_image(sorted(map(str, raf["test"].files))[0]))

@@ -3,7 +3,6 @@
 from .errors import DataError
 from .loaders import build_loader, build_tta_loader, dali_available
 from .samples import FER2013_CLASSES, FERPLUS_CLASSES, RAFDB_CLASSES, SampleSet
-from .splits import load_splits
 from .synthetic import make_synthetic
 
 __all__ = [
@@ -15,6 +14,5 @@ __all__ = [
     "build_loader",
     "build_tta_loader",
     "dali_available",
-    "load_splits",
     "make_synthetic",
 ]

@@ -35,7 +35,6 @@ from .rafdb import find_rafdb, read_rafdb
 from .rafdb_kaggle import find_rafdb_kaggle, read_rafdb_kaggle
 from .samples import SampleSet
 from .scan import class_counts, subdirs
-from .splits import stratified_holdout
 from .synthetic import MANIFEST, describe_noise, read_manifest
 
 log = logging.getLogger("train.data")
@@ -288,6 +287,20 @@ def detect_layout(root: Path, family: str | None = None) -> tuple[str, Path]:
         raise DataError(f"{base}: no known data layout, but archive(s) {', '.join(packed[:3])}: unpack them first")
     names = [s.name for s in LAYOUTS.values() if family in (None, s.family)]
     raise DataError(f"{root}: no known data layout found (looked for {', '.join(names)}); see README 'Data layouts'")
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, holdout) sorted index arrays; each class gives round(fraction * count) samples to holdout."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        held.append(rng.permutation(idx)[: int(round(fraction * idx.size))])
+    hold = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    keep = np.setdiff1d(np.arange(labels.size), hold)
+    return keep, hold
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,34 +1,22 @@
-"""load_splits: one entry point for the three supported data sets."""
+"""load_splits: the FER2013, FERPlus and RAF-DB readers behind one call, for the reader tests.
+
+Runs read data through train.data.layouts (load_layout); this helper calls the same readers directly, so
+the reader tests pin each reader's own messages (file not found, bad row) and RAF-DB's seeded hold-out."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from .errors import DataError
-from .fer2013 import find_fer2013_csv, find_ferplus_csv, read_fer2013, read_ferplus
-from .rafdb import find_rafdb, read_rafdb
-from .samples import SampleSet
+from train.data.errors import DataError
+from train.data.fer2013 import find_fer2013_csv, find_ferplus_csv, read_fer2013, read_ferplus
+from train.data.layouts import stratified_holdout
+from train.data.rafdb import find_rafdb, read_rafdb
+from train.data.samples import SampleSet
 
 log = logging.getLogger("train.data")
 
 DATASETS = ("fer2013", "ferplus", "rafdb")
-
-
-def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(keep, holdout) sorted index arrays; each class gives round(fraction * count) samples to holdout."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout must be in (0, 1), got {fraction}")
-    rng = np.random.default_rng(seed)
-    held: list[np.ndarray] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        held.append(rng.permutation(idx)[: int(round(fraction * idx.size))])
-    hold = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
-    keep = np.setdiff1d(np.arange(labels.size), hold)
-    return keep, hold
 
 
 def load_splits(
