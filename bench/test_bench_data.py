@@ -1,7 +1,7 @@
 """Input pipelines: DALI (CPU and, on CUDA, GPU) against the PyTorch DataLoader, in images per second.
 
 Both read the synthetic set written in the real formats (RAF-DB: 100 px RGB JPEG files; FER2013: 48 px
-gray arrays from the CSV) through `train.data.load_splits`, apply the data set's training recipe
+gray arrays from the CSV) through `train.data.layouts.load_layout`, apply the data set's training recipe
 (flip/rotate or gray/zoom branch), resize to the training size and normalise, and deliver float32
 batches on the benchmark device. One timed round is one training epoch over the split after a warm-up
 epoch (pipeline build, worker start-up). Baseline: the PyTorch loader (`torch`) in the same run.
@@ -16,7 +16,8 @@ import pytest
 import torch
 from benchutil import SCALE, median_s, sync
 
-from train.data import SampleSet, build_loader, dali_available, load_splits, make_synthetic
+from train.data import SampleSet, build_loader, dali_available, make_synthetic
+from train.data.layouts import load_layout
 
 DATASETS = ("rafdb", "fer2013")
 # row -> (build_loader's loader, the device its pipeline runs on; None: the benchmark device)
@@ -38,8 +39,8 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def train_splits(synthetic_root: Path) -> dict[str, SampleSet]:
-    """The train split of each data set, read by load_splits like the training engine does."""
-    return {name: load_splits(name, synthetic_root)["train"] for name in DATASETS}
+    """The train split of each data set's copy, read through the layouts as the training engine does."""
+    return {name: load_layout(synthetic_root, family=name, holdout=0).splits["train"] for name in DATASETS}
 
 
 def check_batch(x: torch.Tensor, y: torch.Tensor, classes: int) -> None:
