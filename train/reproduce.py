@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ddakern.atomic import write_text
+from ddakern.builtin_set import builtin_cache, builtin_name
 from ddakern.cli import prog
 from ddakern.folder_lock import FolderBusy, lock_folder, release
 
@@ -36,7 +37,6 @@ from .data.errors import DataError
 from .data.layouts import detect_layout
 from .data.synthetic import DIFFICULTIES, describe_noise, read_manifest
 from .run_folder import RunFolderError, prepare_out
-from .sources import builtin_cache, builtin_name
 from .sweep import EXECUTORS, Job, Outcome, SlurmOptions, Sweep
 from .table_report import run_rows, write_tables
 from .tables import TABLE_NAMES, Table, build_table, missing_weights

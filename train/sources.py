@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from ddakern.builtin_set import builtin_cache
 
 from .config import Config
 from .data import SampleSet, build_loader, build_tta_loader, dali_available, make_synthetic
@@ -19,18 +20,6 @@ log = logging.getLogger("train")
 
 SYNTHETIC_SEED = 113
 """The built-in synthetic set is one fixed data set, whatever the training seed."""
-
-
-def builtin_name(difficulty: str) -> str:
-    """The built-in set's folder name: synthetic (easy) or synthetic-hard."""
-    return "synthetic" if difficulty == "easy" else f"synthetic-{difficulty}"
-
-
-def builtin_cache(difficulty: str = "easy") -> Path:
-    """$DDAKERN_DATA/<name>, else ~/.cache/ddakern/<name> (builtin_name)."""
-    if os.environ.get("DDAKERN_DATA"):
-        return Path(os.environ["DDAKERN_DATA"]) / builtin_name(difficulty)
-    return Path.home() / ".cache" / "ddakern" / builtin_name(difficulty)
 
 
 def synthetic_root(cfg: Config) -> Path:

@@ -18,7 +18,6 @@ model sees (face crops, as training used them), preprocessed like `predict` does
 from __future__ import annotations
 
 import csv
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ddakern.builtin_set import builtin_cache
 from ddakern.inference.images import read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -39,17 +39,14 @@ class CalibrationError(ValueError):
 
 def run_data_root(ckpt: dict[str, Any]) -> Path | None:
     """The data folder a train.run checkpoint was trained on: its config's data_root; for a built-in-set
-    recipe (synthetic, synthetic-modern) without one, where train.run caches that set ($DDAKERN_DATA/<name>,
-    else ~/.cache/ddakern/<name>; name synthetic or synthetic-hard by the run's --synthetic-difficulty)."""
+    recipe (synthetic, synthetic-modern) without one, where train.run caches that set (builtin_cache of the
+    run's --synthetic-difficulty)."""
     config = ckpt.get("config") or {}
     if config.get("data_root"):
         return Path(config["data_root"])
     recipe = str(config.get("recipe") or ckpt.get("recipe") or "")
     if recipe == "synthetic" or recipe.startswith("synthetic-"):  # the built-in set (synthetic-modern too)
-        difficulty = config.get("synthetic_difficulty") or "easy"
-        name = "synthetic" if difficulty == "easy" else f"synthetic-{difficulty}"
-        base = os.environ.get("DDAKERN_DATA")
-        return Path(base) / name if base else Path.home() / ".cache" / "ddakern" / name
+        return builtin_cache(config.get("synthetic_difficulty") or "easy")
     return None
 
 
