@@ -31,6 +31,10 @@ def test_two_process_gloo_run_shards_the_data(tmp_path) -> None:
         "--data-root", str(tmp_path / "data"), "--out", str(out), "--loader", "torch", "--num-workers", "0",
         "--augment", "none", "--no-tta", "--no-progress", "--device", "cpu", "--threads", "1",
         "--debug-seen", str(seen),
+        # the modern recipe (SAM, RandomErasing) with every other method on: EMA evaluated and selected on
+        # rank 0's reduced accuracy, mixup/cutmix, label smoothing, the cosine schedule
+        "--recipe", "synthetic-modern", "--ema", "0.9", "--mixup", "0.2", "--cutmix", "1.0",
+        "--label-smoothing", "0.1", "--scheduler", "cosine",
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -52,6 +56,10 @@ def test_two_process_gloo_run_shards_the_data(tmp_path) -> None:
     ckpt = checkpoint.load(out / "last.pt")
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["global_step"] == 4
     assert not any(k.startswith("module.") for k in ckpt["model"])
+    assert ckpt["ema"] is not None and ckpt["ema"].keys() == ckpt["model"].keys()
+    assert ckpt["best_weights"] in ("raw", "ema")
+    (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert 0 <= row["val_acc_ema"] <= 100  # the EMA evaluated over both ranks' shards
 
 
 def test_two_process_affectnet_official_with_skip_bad(tmp_path) -> None:

@@ -27,7 +27,7 @@ from train.tensorboard_log import open_event_log
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_launch import torchrun  # noqa: E402
-from modern_helpers import batches, bn_net, mlp, trainer  # noqa: E402
+from modern_helpers import DDP_OPTIONS, PerRankMixing, batches, bn_net, mlp, trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("pytorch_optimizer")
@@ -149,19 +149,25 @@ def test_sam_with_fused_ops_and_recompute_matches_the_plain_update() -> None:
             torch.testing.assert_close(v, plain_stats[k], rtol=1e-4, atol=1e-5, msg=f"{option} {k}")
 
 
-def test_ddp_sam_with_accumulation_all_reduces_both_passes(tmp_path) -> None:
-    """2 gloo processes, each on half of every batch, SAM + --accumulate 2 through the Trainer's DDP model:
-    both ranks end with the weights of one process training on the whole batches (which needs both passes'
-    gradients all-reduced, once per update, not per micro-batch)."""
+def test_ddp_sam_accumulation_and_batch_methods_equal_one_process_on_the_union(tmp_path) -> None:
+    """2 gloo processes, each on half of every batch, SAM + --accumulate 2 + RandomErasing, mixup/cutmix,
+    label smoothing and EMA through the Trainer's DDP model: both ranks end with the weights (and the EMA)
+    of one process training on the whole batches, each half erased and mixed as its rank did. That needs
+    both SAM passes' gradients all-reduced once per update (not per micro-batch), each rank mixing only
+    its own images, and the EMA updated once per step from the all-reduced weights."""
     out = tmp_path / "params"
     p = torchrun(str(ROOT / "tests" / "modern_ddp_worker.py"), str(out))
     assert p.returncode == 0, p.stderr[-3000:]
-    ref = trainer(mlp(), sam="sam", accumulate=2, optimizer="adam")
+    ref = trainer(mlp(), **DDP_OPTIONS)
+    ref.mixing.prepare = PerRankMixing(ref.mixing.prepare)
     data = batches(4, 8, seed=3)
     ref._update(data[:2], 0)
     ref._update(data[2:], 2)
     want = params(ref.net)
+    want.update({f"ema.{k}": v for k, v in ref.ema.state_dict().items()})
+    assert any(not torch.equal(want[k], want[f"ema.{k}"]) for k in params(ref.net))  # the EMA lags the weights
     ranks = [torch.load(f"{out}.rank{r}") for r in (0, 1)]
+    assert ranks[0].keys() == want.keys()
     for k in want:
         assert torch.equal(ranks[0][k], ranks[1][k]), k
         torch.testing.assert_close(ranks[0][k], want[k], rtol=1e-5, atol=1e-6, msg=k)
