@@ -1,5 +1,5 @@
 """train.reproduce: the tables' cells, a tiny sweep end to end (killed after its first run and resumed),
-and the SLURM path through submitit's local executor."""
+the local executor's one run per GPU at a time, and the SLURM path through submitit's local executor."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -122,6 +123,41 @@ def test_sweep_end_to_end_killed_after_the_first_run_then_resumed(tmp_path: Path
     assert summary["data"]["label_noise"]["rate"] == 0.15 and summary["layout"] == "synthetic"
 
 
+GPU_JOB = """
+import argparse, json, os, pathlib, sys, time
+p = argparse.ArgumentParser()
+p.add_argument("--barrier", type=pathlib.Path)
+p.add_argument("--out", type=pathlib.Path)
+a, _ = p.parse_known_args()
+gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+(a.barrier / a.out.name).write_text(gpu or "")
+deadline = time.monotonic() + 60
+while len(list(a.barrier.iterdir())) < 2:  # the first two runs start together or neither ends
+    if time.monotonic() > deadline:
+        sys.exit(1)
+    time.sleep(0.01)
+a.out.mkdir(parents=True, exist_ok=True)
+(a.out / "summary.json").write_text(json.dumps({"gpu": gpu}))
+"""
+
+
+def test_local_executor_runs_one_process_per_gpu_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """`--executor local` on 2 GPUs: 3 runs, each a `python -m` process pinned to one GPU through
+    CUDA_VISIBLE_DEVICES, two at once on different GPUs, the third when one of them is done. The run is a
+    module recording its GPU (the scheduling is what is tested; train.run's own GPU use needs a GPU)."""
+    (tmp_path / "gpu_job.py").write_text(GPU_JOB)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    barrier = tmp_path / "started"
+    barrier.mkdir()
+    jobs = [Job(f"run{i}", tmp_path / "sweep" / f"run{i}", "gpu_job", ("--barrier", str(barrier))) for i in range(3)]
+    outcomes = Sweep("local", tmp_path / "sweep" / "logs").run(jobs)
+    assert [o.state for o in outcomes] == ["done"] * 3, [o.exit_code for o in outcomes]
+    gpus = [json.loads((j.folder / "summary.json").read_text())["gpu"] for j in jobs]
+    assert sorted(gpus[:2]) == ["3", "5"] and gpus[2] in ("3", "5")  # one GPU each, both busy at once
+    assert all((tmp_path / "sweep" / "logs" / f"run{i}.log").is_file() for i in range(3))
+
+
 def test_slurm_path_through_submitits_local_executor(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("submitit")
     monkeypatch.setenv("DDAKERN_DATA", str(tmp_path / "data"))
@@ -133,6 +169,16 @@ def test_slurm_path_through_submitits_local_executor(tmp_path: Path, monkeypatch
     assert outcome.state == "done" and outcome.exit_code == 0
     assert run_state(folder) == "finished"
     assert list((tmp_path / "sweep" / "logs" / "slurm").rglob("*_result.pkl"))  # ran as a submitit job
+
+
+def test_slurm_without_submitit_is_one_line_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)  # not installed
+    argv = ["ablation", "--data-root", str(tmp_path / "none"), "--executor", "slurm", "--out", str(tmp_path / "s")]
+    assert reproduce.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --executor slurm needs submitit (import of submitit halted; None in sys.modules); " \
+        "install it with: pip install 'ddakern[train]'"  # fmt: skip
+    assert not (tmp_path / "s").exists()
 
 
 def test_table_cells_are_mean_and_sample_std_with_missing_seeds_and_na_reasons() -> None:

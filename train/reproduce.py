@@ -30,6 +30,7 @@ from typing import Any
 from ddakern.atomic import write_text
 from ddakern.builtin_set import builtin_cache, builtin_name
 from ddakern.cli import prog
+from ddakern.extras import MissingExtra, require
 from ddakern.folder_lock import FolderBusy, lock_folder, release
 
 from .config import RECIPES
@@ -252,6 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds < 1:
         print("error: --seeds: must be >= 1", file=sys.stderr)
         return 2
+    if args.executor in ("slurm", "submitit-local") and not args.report_only:
+        try:
+            require(("submitit",), f"--executor {args.executor}", "train")
+        except MissingExtra as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         data = resolve_data(args.data_root, args.recipe)
     except DataError as e:
