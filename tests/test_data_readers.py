@@ -12,7 +12,7 @@ from reader_splits import load_splits
 
 from train.data import FER2013_CLASSES, FERPLUS_CLASSES, RAFDB_CLASSES, DataError
 from train.data.fer2013 import ferplus_label
-from train.data.layouts import stratified_holdout
+from train.data.layouts import load_layout, stratified_holdout
 
 
 def _pixels(value: int) -> str:
@@ -268,9 +268,7 @@ def test_rafdb_unreadable_jpeg(tmp_path: Path, caplog: pytest.LogCaptureFixture)
 def test_rafdb_holdout_is_stratified_and_seeded(tmp_path: Path) -> None:
     lines = [f"train_{i:05d}.jpg {i % 7 + 1}" for i in range(1, 71)] + ["test_0001.jpg 1"]
     _write_raf(tmp_path / "list_patition_label.txt", tmp_path / "aligned", lines)
-    a = load_splits("rafdb", tmp_path, holdout=0.2, seed=5)
-    b = load_splits("rafdb", tmp_path, holdout=0.2, seed=5)
-    c = load_splits("rafdb", tmp_path, holdout=0.2, seed=6)
+    a, b, c = (load_layout(tmp_path, family="rafdb", holdout=0.2, seed=s).splits for s in (5, 5, 6))
     assert len(a["val"]) == 14 and len(a["train"]) == 56 and len(a["test"]) == 1
     assert np.bincount(a["val"].labels).tolist() == [2] * 7
     assert not set(a["val"].files) & set(a["train"].files)
@@ -284,6 +282,6 @@ def test_stratified_holdout_validation() -> None:
         stratified_holdout(np.array([0, 1]), 1.5, 1)
 
 
-def test_unknown_dataset(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"unknown dataset 'affectnet'"):
-        load_splits("affectnet", tmp_path)
+def test_unknown_layout(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"unknown layout 'affectnet-zip'; expected one of fer2013-csv, "):
+        load_layout(tmp_path, layout="affectnet-zip")
