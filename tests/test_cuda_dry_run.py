@@ -249,3 +249,17 @@ def test_python_engine_matches_autograd(recompute: str, one_thread: None) -> Non
     assert cpp.keys() == python.keys() and all(v is not None for v in python.values())
     for name in cpp:
         torch.testing.assert_close(python[name], cpp[name], rtol=1e-9, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_python_engine_matches_autograd_and_refuses_what_it_does_not_run() -> None:
+    """The dry runs' backward engine (fake_cuda.PythonEngine) gives the C++ engine's gradients on real
+    tensors, and refuses (not silently mis-computes) torch.autograd.grad / create_graph."""
+    x, w = torch.randn(3, 4, requires_grad=True), torch.randn(4, 2, requires_grad=True)
+    loss = ((x @ w).relu() ** 2).sum() + torch.softmax(x, 1).square().sum()
+    gx, gw = torch.autograd.grad(loss, (x, w), retain_graph=True)
+    with python_autograd():
+        with pytest.raises(NotImplementedError, match=r"plain \.backward\(\) only"):
+            torch.autograd.grad(loss, x, retain_graph=True)
+        loss.backward()
+    torch.testing.assert_close(x.grad, gx)
+    torch.testing.assert_close(w.grad, gw)
