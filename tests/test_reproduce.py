@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -121,6 +122,25 @@ def test_sweep_end_to_end_killed_after_the_first_run_then_resumed(tmp_path: Path
     assert "15%" in table and "image_size 32" in table  # the set's label noise and the scale, in the header
     summary = json.loads((out / first / "summary.json").read_text())
     assert summary["data"]["label_noise"]["rate"] == 0.15 and summary["layout"] == "synthetic"
+
+    # a results folder keeping only runs.json (run folders removed): the table continues, nothing runs again
+    for run in runs:
+        shutil.rmtree(run["folder"])
+    assert reproduce.main(argv) == 0
+    assert "finished before (recorded in runs.json, its folder is gone), skipped" in capsys.readouterr().err
+    assert not any(Path(r["folder"]).exists() for r in runs)
+    again = list(csv.DictReader((out / "runs.csv").open()))
+    assert [(r["cell"], r["seed"], r["heldout_test_acc"], r["best_on_test_acc"]) for r in again] == [
+        (r["cell"], r["seed"], r["heldout_test_acc"], r["best_on_test_acc"]) for r in runs
+    ]
+    assert {r["status"] for r in again} == {"done"} and "runs.json" in again[0]["note"]
+    # a sweep with other settings (other run flags) is refused: its runs would be mixed with these
+    before = (out / "runs.json").read_bytes()
+    assert reproduce.main([*argv[:-1], argv[-1] + " --epochs 1", "--report-only"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out {out} holds a sweep with other settings (extra_run_flags: [")
+    assert "\n" not in err
+    assert (out / "runs.json").read_bytes() == before
 
 
 GPU_JOB = """

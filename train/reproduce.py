@@ -2,7 +2,10 @@
 
 TABLE is main, ablation, fusion or modern (train.tables). Every cell trains once per seed (seeds
 113, 114, ...) as a train.run (or train.fuse) run in its own folder under --out; the sweep is resumable
-(run the same command again: finished runs are skipped, an interrupted one resumes from its last.pt).
+(run the same command again: finished runs are skipped, an interrupted one resumes from its last.pt). A
+run counts as finished when its folder holds summary.json, or when --out's runs.json (written by a sweep
+with the same settings) records it as done: a results folder keeping only table.md / runs.json is
+continued by copying it to --out.
 At the end --out holds table.md (each cell mean ± std over seeds, held-out and best-on-test protocols
 side by side), runs.csv and runs.json (every run) and sweep.json (the plan).
 
@@ -38,8 +41,8 @@ from .data.errors import DataError
 from .data.layouts import detect_layout
 from .data.synthetic import DIFFICULTIES, describe_noise, read_manifest
 from .run_folder import RunFolderError, prepare_out
-from .sweep import EXECUTORS, Job, Outcome, SlurmOptions, Sweep
-from .table_report import run_rows, write_tables
+from .sweep import EXECUTORS, Job, Outcome, SlurmOptions, Sweep, run_state
+from .table_report import recorded_runs, run_rows, write_tables
 from .tables import TABLE_NAMES, Table, build_table, missing_weights
 
 log = logging.getLogger("train.reproduce")
@@ -287,8 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         meta = {"table": table.name, "data": str(data.root), "recipe": data.recipe, "scale": args.scale}
         meta.update(scale_values=SCALES[args.scale], seeds=seeds, scratch=scratch, extra_run_flags=extra)
+        conflict = other_settings(out, meta)
+        if conflict:
+            print(f"error: --out {out} holds a sweep with other settings ({conflict}); its runs would be mixed "
+                  "with these: choose another --out, or run with that sweep's settings", file=sys.stderr)  # fmt: skip
+            return 2
+        recorded = recorded_runs(out)
         jobs = [[j.key, j.module, *j.flags] for j in runs + fusions]
         write_text(out / "sweep.json", json.dumps({**meta, "jobs": jobs}, indent=1) + "\n")
+        runs, fusions = (_not_recorded(js, recorded) for js in (runs, fusions))
         outcomes: list[Outcome] = []
         if not args.report_only:
             slurm = SlurmOptions(args.slurm_partition, args.slurm_timeout_min, args.slurm_cpus, 1,
@@ -300,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not sweep.stopping and (ready or not fusions):
                 outcomes += sweep.run(ready)
         states = {o.job.key: o for o in outcomes}
-        rows = run_rows(table, lambda key, seed: out / f"{key}-s{seed}", seeds, notes, states)
+        rows = run_rows(table, lambda key, seed: out / f"{key}-s{seed}", seeds, notes, states, recorded)
         path = write_tables(out, table, rows, header(table, data, seeds, args.scale, extra, scratch), seeds, meta)
         print(path.read_text(encoding="utf-8"))
         print(f"table: {path}; every run: {out / 'runs.csv'}, {out / 'runs.json'}")
@@ -309,6 +319,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     codes = [o.exit_code for o in outcomes if o.state in ("stopped", "failed")]
     stopped = [c for c in codes if c in (130, 143)]
     return stopped[0] if stopped else (1 if codes else 0)
+
+
+def other_settings(out: Path, meta: dict[str, Any]) -> str | None:
+    """What differs (seeds aside) between `meta` and the settings an earlier sweep left in `out`
+    (sweep.json, runs.json), e.g. "scale: paper, not cpu"; None when they agree or there is none."""
+    for name in ("sweep.json", "runs.json"):
+        try:
+            old = json.loads((out / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(old, dict):
+            continue
+        diff = [f"{k}: {old.get(k)!r}, not {v!r}" for k, v in meta.items() if k != "seeds" and old.get(k) != v]
+        if diff:
+            return "; ".join(diff)
+    return None
+
+
+def _not_recorded(jobs: list[Job], recorded: dict[str, dict]) -> list[Job]:
+    """The jobs to run: those recorded as finished in runs.json (folder gone) are skipped, and said so."""
+    keep = []
+    for job in jobs:
+        if job.key in recorded and run_state(job.folder) != "finished":
+            log.info("%s: finished before (recorded in runs.json, its folder is gone), skipped", job.key)
+        else:
+            keep.append(job)
+    return keep
 
 
 def _members(job: Job) -> list[str]:

@@ -60,15 +60,42 @@ def read_run(folder: Path) -> dict[str, Any] | None:
     }
 
 
-def run_rows(table: Table, folder_of: Any, seeds: Sequence[int], notes: dict[str, str], states: dict) -> list[dict]:
+RECORDED_NOTE = "run folder absent: result as recorded in the sweep's earlier runs.json"
+
+
+def recorded_runs(out: Path) -> dict[str, dict]:
+    """Finished runs recorded in `out`'s runs.json by an earlier sweep, by job key: a sweep folder whose run
+    folders were removed, or a results folder holding only the table's files (runs.json), continues the
+    table instead of running those runs again. The caller checks the earlier sweep had the same settings."""
+    try:
+        old = json.loads((out / "runs.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    runs = old.get("runs") if isinstance(old, dict) and isinstance(old.get("runs"), list) else []
+    return {f"{r['cell']}-s{r['seed']}": r for r in runs if isinstance(r, dict) and r.get("status") == "done"}
+
+
+def run_rows(
+    table: Table,
+    folder_of: Any,
+    seeds: Sequence[int],
+    notes: dict[str, str],
+    states: dict,
+    recorded: dict[str, dict] | None = None,
+) -> list[dict]:
     """One row per (cell, seed): its results, or why it has none (status, note). `folder_of(key, seed)`:
-    the run folder; `notes`: cell key -> why it was not run; `states`: job key -> this invocation's Outcome."""
+    the run folder; `notes`: cell key -> why it was not run; `states`: job key -> this invocation's Outcome;
+    `recorded`: recorded_runs(), used for a run whose folder has no summary.json."""
     rows = []
     for cell in table.cells:
         if not cell.column:
             continue  # a fusion member's run: shown through its "model k alone" cells
         for seed in seeds:
-            rows.append(_one(table, cell, seed, folder_of, notes, states))
+            row = _one(table, cell, seed, folder_of, notes, states)
+            old = (recorded or {}).get(f"{cell.key}-s{seed}")
+            if row["status"] != "done" and row["status"] != "n/a" and old is not None:
+                row = {**old, "status": "done", "exit_code": None, "note": RECORDED_NOTE}
+            rows.append(row)
     return rows
 
 
