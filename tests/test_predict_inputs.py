@@ -4,6 +4,7 @@ the smallest face searched, very large photos, detection on a downscaled copy, o
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 from predict_helpers import astronaut, coffee, write_checkpoint
 
 from ddakern.inference import HaarDetector, ImageError, Predictor, to_rgb
-from ddakern.inference.detect import DETECT_FACE_PX, DetectorError, min_face_px, parse_min_face
+from ddakern.inference.detect import DETECT_FACE_PX, DetectorError, ObjectPool, min_face_px, parse_min_face
 from ddakern.inference.images import read_image
 from ddakern.inference.prefetch import StreamStats
 
@@ -154,6 +155,40 @@ def test_predict_from_4_threads_equals_predict_alone(predictor):
         assert [f.box for f in res.faces] == [f.box for f in ref.faces]
         for f, g in zip(res.faces, ref.faces):
             np.testing.assert_allclose(list(f.probabilities.values()), list(g.probabilities.values()), atol=1e-6)
+    # each call borrowed a cascade of its own; they were kept, not loaded again per call or per thread
+    assert 1 <= predictor.detector.pool.made <= 4
+    made = predictor.detector.pool.made
+    list(predictor.predict_stream(images * 2))  # new worker threads: the pooled cascades serve them
+    assert predictor.detector.pool.made == made
+
+
+def test_object_pool_lends_each_object_to_one_caller_at_a_time():
+    pool = ObjectPool(object)
+    inside: set[int] = set()
+    clash: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(200):
+            with pool.borrow() as obj:
+                with lock:
+                    if id(obj) in inside:
+                        clash.append(id(obj))
+                    inside.add(id(obj))
+                time.sleep(0.0001)  # hold it while the others run
+                with lock:
+                    inside.discard(id(obj))
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not clash and 1 <= pool.made <= 6
+    with pool.borrow() as a, pool.borrow() as b:  # two at once in one thread: two objects
+        assert a is not b
 
 
 def test_min_face_is_honoured_in_pixels_and_fractions(tmp_path):

@@ -14,7 +14,9 @@ faces of 77 px and up and an 8000 x 6000 photo for faces of 160 px and up. The H
 a copy scaled down so that this smallest face is `DETECT_FACE_PX` (40) pixels there (the cascade's
 window is 24 px; its recall falls off below about 40), and the boxes are mapped back to full
 resolution: the cost per photo is then about the same at any resolution (a 1024 x 768 photo is
-searched at 533 x 400). Detectors are safe to call from several threads (one OpenCV object per thread).
+searched at 533 x 400). Detectors are safe to call from several threads: an OpenCV detector object
+is not, so each call borrows one from the detector's pool, where it is made once and reused (loading
+the frontal-face cascade costs about 20 ms, as much as searching a photo).
 
 Boxes are (x0, y0, x1, y1) everywhere: prediction crops with `square_box` + `crop`; `train.prepare`
 takes the `largest_face` and crops it with `face_crop` (the same square, levelled by the eye line), so
@@ -26,7 +28,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -75,6 +78,32 @@ def min_face_px(min_face: float | None, height: int, width: int) -> float:
     return min_face * short if min_face < 1 else float(min_face)
 
 
+class ObjectPool:
+    """Objects made by `make` lent to one caller at a time and kept for the next: OpenCV's detectors are
+    unsafe to share between threads and slow to build, so each thread borrows its own and returns it.
+    At most as many are made as calls run at once."""
+
+    def __init__(self, make: Callable[[], object]) -> None:
+        self._make = make
+        self._free: list[object] = []
+        self._lock = threading.Lock()
+        self.made = 0
+
+    @contextmanager
+    def borrow(self) -> Iterator:
+        with self._lock:
+            obj = self._free.pop() if self._free else None
+        if obj is None:
+            obj = self._make()
+            with self._lock:
+                self.made += 1
+        try:
+            yield obj
+        finally:
+            with self._lock:
+                self._free.append(obj)
+
+
 def _cv2():
     try:
         import cv2
@@ -92,7 +121,7 @@ class HaarDetector:
     faces >= 1.25x the smallest, measured on pasted faces of 40-300 px in 1024 x 768 photos).
 
     Thread-safe: a cv2.CascadeClassifier is not (concurrent calls return wrong boxes or raise), so
-    each thread gets its own, loaded on its first call.
+    each call borrows one from the detector's pool (`ObjectPool`).
     """
 
     def __init__(
@@ -113,20 +142,13 @@ class HaarDetector:
                 "install 'opencv-python-headless>=4.8,<5', or use --detector yunet / none"
             )
         self.path = str(path)
-        self._local = threading.local()
-        if self.classifier.empty():
-            raise DetectorError(f"{path}: OpenCV cannot read this cascade file")
+        self.pool = ObjectPool(lambda: _cv2().CascadeClassifier(self.path))
+        with self.pool.borrow() as classifier:
+            if classifier.empty():
+                raise DetectorError(f"{path}: OpenCV cannot read this cascade file")
         self.min_face = None if min_face is None else parse_min_face(min_face)
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_score = min_score  # level weight below which a detection is dropped (small false positives)
-
-    @property
-    def classifier(self):
-        """This thread's cv2.CascadeClassifier."""
-        c = getattr(self._local, "classifier", None)
-        if c is None:
-            c = self._local.classifier = _cv2().CascadeClassifier(self.path)
-        return c
 
     def scale(self, height: int, width: int) -> float:
         """The factor (<= 1) by which an image of this size is shrunk before the cascade runs."""
@@ -144,9 +166,10 @@ class HaarDetector:
         side = max(1, int(min_face_px(self.min_face, h, w) / max(sx, sy)))
         # no global histogram equalisation: in a mostly uniform photo it crushes the face's contrast
         # (a 512 px face in an 8000 x 6000 photo was missed); the cascade normalises each window itself
-        rects, _, weights = self.classifier.detectMultiScale3(
-            gray, self.scale_factor, self.min_neighbors, minSize=(side, side), outputRejectLevels=True
-        )
+        with self.pool.borrow() as classifier:
+            rects, _, weights = classifier.detectMultiScale3(
+                gray, self.scale_factor, self.min_neighbors, minSize=(side, side), outputRejectLevels=True
+            )
         found = []
         for (x, y, bw, bh), score in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1)):
             if score >= self.min_score:
@@ -158,8 +181,8 @@ class HaarDetector:
 class YuNetDetector:
     """OpenCV's YuNet face detector from its ONNX file (given by the user; nothing is downloaded).
 
-    Runs at full resolution; faces smaller than `min_face` are dropped. One cv2.FaceDetectorYN per
-    thread (its input size is state).
+    Runs at full resolution; faces smaller than `min_face` are dropped. Each call borrows a
+    cv2.FaceDetectorYN from the detector's pool (its input size is state).
     """
 
     def __init__(
@@ -175,30 +198,26 @@ class YuNetDetector:
             raise DetectorError(f"{model}: YuNet ONNX file not found (face_detection_yunet_*.onnx, OpenCV model zoo)")
         self.model, self.thresholds = str(model), (score_threshold, nms_threshold)
         self.min_face = None if min_face is None else parse_min_face(min_face)
-        self._local = threading.local()
-        self.net  # noqa: B018 - load now, so that a bad file is an error here
+        self.pool = ObjectPool(self._load)
+        with self.pool.borrow():  # load now, so that a bad file is an error here
+            pass
 
-    @property
-    def net(self):
-        """This thread's cv2.FaceDetectorYN."""
-        net = getattr(self._local, "net", None)
-        if net is None:
-            cv2 = _cv2()
-            try:
-                net = cv2.FaceDetectorYN.create(self.model, "", (320, 320), *self.thresholds)
-            except cv2.error as e:
-                raise DetectorError(
-                    f"{self.model}: OpenCV cannot load this YuNet model ({str(e).strip().splitlines()[-1]})"
-                ) from None
-            self._local.net = net
-        return net
+    def _load(self):
+        cv2 = _cv2()
+        try:
+            return cv2.FaceDetectorYN.create(self.model, "", (320, 320), *self.thresholds)
+        except cv2.error as e:
+            raise DetectorError(
+                f"{self.model}: OpenCV cannot load this YuNet model ({str(e).strip().splitlines()[-1]})"
+            ) from None
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
         cv2 = _cv2()
         h, w = rgb.shape[:2]
-        net = self.net
-        net.setInputSize((w, h))
-        _, faces = net.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        with self.pool.borrow() as net:
+            net.setInputSize((w, h))
+            _, faces = net.detect(bgr)
         smallest = min_face_px(self.min_face, h, w)
         out = []
         for f in [] if faces is None else faces:
@@ -268,7 +287,7 @@ def largest_face(detections: Sequence[Detection]) -> Detection | None:
 
 @cache
 def _eyes() -> HaarDetector:
-    """OpenCV's eye cascade (its per-thread classifier is what `eye_angle` uses)."""
+    """OpenCV's eye cascade (its pool of classifiers is what `eye_angle` uses)."""
     return HaarDetector("haarcascade_eye.xml")
 
 
@@ -280,7 +299,8 @@ def eye_angle(rgb: np.ndarray, box: tuple[int, int, int, int]) -> float | None:
     w = x1 - x0
     top = crop(rgb, (x0, y0, x1, y0 + (y1 - y0) // 2))
     gray = cv2.equalizeHist(np.ascontiguousarray(cv2.cvtColor(np.ascontiguousarray(top), cv2.COLOR_RGB2GRAY)))
-    eyes = _eyes().classifier.detectMultiScale(gray, 1.1, 5, minSize=(max(8, w // 10),) * 2)
+    with _eyes().pool.borrow() as classifier:
+        eyes = classifier.detectMultiScale(gray, 1.1, 5, minSize=(max(8, w // 10),) * 2)
     if len(eyes) < 2:
         return None
     two = sorted(eyes, key=lambda e: e[2] * e[3])[-2:]
