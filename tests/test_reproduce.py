@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -218,3 +219,18 @@ def test_table_cells_are_mean_and_sample_std_with_missing_seeds_and_na_reasons()
     assert "50.00 (n=1)" in text  # a seed missing is said, not hidden
     assert "n/a [1]" in text and "[1] no ImageNet weights file x.pth" in text
     assert mean_std([]) is None and mean_std([3.0]) == (3.0, 0.0)
+
+
+def test_results_folders_keep_their_run_files_in_git():
+    """bench/results/<table>/runs/ (the per-run files a committed table is read from and continued with)
+    is not git-ignored; a user's own top-level runs/ is. A bare `runs/` rule once hid the former, and a
+    committed table lost its runs."""
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
+
+    assert not ignored("bench/results/reproduce_x/runs/cell-s113/summary.json")
+    assert ignored("runs/my-run/summary.json")
