@@ -135,7 +135,23 @@ def test_sweep_end_to_end_killed_after_the_first_run_then_resumed(tmp_path: Path
         (r["cell"], r["seed"], r["heldout_test_acc"], r["best_on_test_acc"]) for r in runs
     ]
     assert {r["status"] for r in again} == {"done"} and "runs.json" in again[0]["note"]
+    # part of the table (--cells) or fewer seeds: the other records stay in runs.json, the table keeps its cells
+    table = (out / "table.md").read_text()
+    part = [*argv[:4], "1", *argv[5:9], "--cells", "resnet34-dda-none", *argv[11:], "--report-only"]
+    assert reproduce.main(part) == 0
+    kept = list(csv.DictReader((out / "runs.csv").open()))
+    assert sorted((r["cell"], r["seed"], r["best_on_test_acc"]) for r in kept) == sorted(
+        (r["cell"], r["seed"], r["best_on_test_acc"]) for r in runs
+    )
+    one_seed = (out / "table.md").read_text()
+    body = one_seed.split("|---|")[1]
+    assert "| 3-4 | " in body and "| none | " in body and "±" not in body  # every cell shown, from seed 113 alone
+    assert reproduce.main(argv + ["--report-only"]) == 0
+    assert (out / "table.md").read_text().split("- written")[1].split("\n", 1)[1] == table.split("- written")[1].split(
+        "\n", 1
+    )[1]
     # a sweep with other settings (other run flags) is refused: its runs would be mixed with these
+    capsys.readouterr()
     before = (out / "runs.json").read_bytes()
     assert reproduce.main([*argv[:-1], argv[-1] + " --epochs 1", "--report-only"]) == 2
     err = capsys.readouterr().err.strip()
@@ -206,14 +222,14 @@ def test_table_cells_are_mean_and_sample_std_with_missing_seeds_and_na_reasons()
     from train.table_report import markdown, mean_std
 
     table = build_table("ablation", "rafdb")
+    done = {"column": "ResNet-34", "status": "done"}
     rows = [
-        {"row": "none", "column": "ResNet-34", "status": "done", "heldout_test_acc": a, "best_on_test_acc": b}
-        for a, b in ((60.0, 62.0), (62.0, 66.0))
+        {**done, "row": "none", "seed": seed, "heldout_test_acc": a, "best_on_test_acc": b}
+        for seed, a, b in ((113, 60.0, 62.0), (114, 62.0, 66.0), (115, 10.0, 10.0))  # 115: not a seed of this table
     ]
-    rows.append(
-        {"row": "3-4", "column": "ResNet-34", "status": "done", "heldout_test_acc": 50.0, "best_on_test_acc": 51}
-    )
-    rows.append({"row": "all", "column": "ResNet-50", "status": "n/a", "note": "no ImageNet weights file x.pth"})
+    rows.append({**done, "row": "3-4", "seed": 113, "heldout_test_acc": 50.0, "best_on_test_acc": 51})
+    na = {"row": "all", "column": "ResNet-50", "status": "n/a", "note": "no ImageNet weights file x.pth"}
+    rows.append({**na, "seed": 113})
     text = markdown(table, rows, ["- header"], [113, 114])
     assert "| none | 61.00 ± 1.41 | 64.00 ± 2.83 |" in text  # sample std (n - 1)
     assert "50.00 (n=1)" in text  # a seed missing is said, not hidden

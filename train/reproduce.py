@@ -5,7 +5,8 @@ TABLE is main, ablation, fusion or modern (train.tables). Every cell trains once
 (run the same command again: finished runs are skipped, an interrupted one resumes from its last.pt). A
 run counts as finished when its folder holds summary.json, or when --out's runs.json (written by a sweep
 with the same settings) records it as done: a results folder keeping only table.md / runs.json is
-continued by copying it to --out.
+continued by copying it to --out (a sweep over part of it, --cells or fewer seeds, keeps the other
+records in runs.json).
 At the end --out holds table.md (each cell mean ± std over seeds, held-out and best-on-test protocols
 side by side), runs.csv and runs.json (every run) and sweep.json (the plan).
 
@@ -42,7 +43,7 @@ from .data.layouts import detect_layout
 from .data.synthetic import DIFFICULTIES, describe_noise, read_manifest
 from .run_folder import RunFolderError, prepare_out
 from .sweep import EXECUTORS, Job, Outcome, SlurmOptions, Sweep, run_state
-from .table_report import recorded_runs, run_rows, write_tables
+from .table_report import recorded_runs, run_rows, with_records, write_tables
 from .tables import TABLE_NAMES, Table, build_table, missing_weights
 
 log = logging.getLogger("train.reproduce")
@@ -311,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 outcomes += sweep.run(ready)
         states = {o.job.key: o for o in outcomes}
         rows = run_rows(table, lambda key, seed: out / f"{key}-s{seed}", seeds, notes, states, recorded)
+        rows = with_records(rows, recorded)
         path = write_tables(out, table, rows, header(table, data, seeds, args.scale, extra, scratch), seeds, meta)
         print(path.read_text(encoding="utf-8"))
         print(f"table: {path}; every run: {out / 'runs.csv'}, {out / 'runs.json'}")

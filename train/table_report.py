@@ -99,6 +99,13 @@ def run_rows(
     return rows
 
 
+def with_records(rows: list[dict], recorded: dict[str, dict]) -> list[dict]:
+    """`rows` and, after them, the recorded runs this invocation did not report (other cells with --cells,
+    other seeds): rewriting runs.json must not drop them, as it may be their only copy."""
+    have = {f"{r['cell']}-s{r['seed']}" for r in rows}
+    return rows + [r for key, r in recorded.items() if key not in have]
+
+
 def _one(table: Table, cell: Cell, seed: int, folder_of: Any, notes: dict[str, str], states: dict) -> dict:
     row: dict[str, Any] = {"table": table.name, "cell": cell.key, "row": cell.row, "column": cell.column, "seed": seed}
     source = cell.members[0] if cell.kind == "member" else cell.key
@@ -147,7 +154,7 @@ def markdown(table: Table, rows: Sequence[dict], header: Sequence[str], seeds: S
     for r in table.rows:
         out = []
         for c in table.columns:
-            mine = [x for x in rows if x["row"] == r and x["column"] == c]
+            mine = [x for x in rows if x["row"] == r and x["column"] == c and x.get("seed") in seeds]
             if not mine:
                 out += ["", ""]
                 continue
