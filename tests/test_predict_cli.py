@@ -54,7 +54,7 @@ def test_folder_with_bad_files(ckpt, tmp_path, capfd):
     assert len(skipped) == 2
     assert any("broken.jpg" in s for s in skipped) and any("notes.jpg" in s for s in skipped)
     assert any("coffee.png: no face found" in line for line in r.stderr.splitlines())
-    assert "2 images, 0 video frames, 1 faces" in r.stdout and "2 inputs skipped" in r.stdout
+    assert "2 images, 0 video frames, 1 face in" in r.stdout and "2 inputs skipped" in r.stdout
     rows, records = read_results(out)
     assert [Path(x["file"]).name for x in rows] == ["astronaut.jpg", "coffee.png"]
     assert rows[0]["label"] in json.loads(json.dumps(records[0]["probabilities"]))

@@ -34,6 +34,11 @@ def ckpt(tmp_path_factory) -> Path:
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", image_size=48, width=32)
 
 
+def n(count: int, word: str) -> str:
+    """How predict's summary counts: "1 face", "2 faces"."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def predict(capsys, *args: str) -> tuple[int, str, str]:
     """`python -m ddakern predict ARGS` in this process: (exit code, stdout, stderr)."""
     code = ddakern.cli.main(["predict", *map(str, args), "--no-progress", "--device", "cpu"])
@@ -121,7 +126,7 @@ def test_sigint_mid_video_keeps_every_row_and_resume_matches_an_uninterrupted_ru
     (line,) = [x for x in err.splitlines() if x.startswith("interrupted")]
     files = f"{out / 'predictions.csv'} and {out / 'predictions.jsonl'}"
     assert line == f"interrupted by SIGINT: kept {kept} rows in {files}; continue with --resume"
-    assert f"0 images, {kept} video frames, {kept} faces" in stdout  # the summary counts what the files hold
+    assert f"0 images, {n(kept, 'video frame')}, {n(kept, 'face')}" in stdout  # the summary counts what the files hold
     assert len(video_frames(out / "annotated" / "clip.mp4")) == kept  # finalised up to the stop, not hidden
     assert hidden(out) == [] and json.loads((out / "predict_state.json").read_text())["status"] == "interrupted"
 
@@ -133,10 +138,10 @@ def test_sigint_mid_video_keeps_every_row_and_resume_matches_an_uninterrupted_ru
     ref = tmp_path / "ref"
     code, stdout, _ = predict(capsys, ckpt, video, "--out", ref, *common)
     assert code == 0
-    faces = int(re.search(rf"0 images, {total} video frames, (\d+) faces", stdout).group(1))
+    faces = int(re.search(rf"0 images, {n(total, 'video frame')}, (\d+) faces?", stdout).group(1))
     rest = total - kept  # the resumed run counts only its own frames and faces
     assert f"resumed after frame {kept - 1}" in resumed_err
-    assert f"0 images, {rest} video frames, {faces - kept} faces" in resumed_out
+    assert f"0 images, {n(rest, 'video frame')}, {n(faces - kept, 'face')}" in resumed_out
     same_rows(out, ref)  # smoothing state and rows as if never stopped
     got, want = video_frames(out / "annotated" / "clip.mp4"), video_frames(ref / "annotated" / "clip.mp4")
     assert len(got) == len(want) == total and all(np.array_equal(a, b) for a, b in zip(got, want))
@@ -166,7 +171,7 @@ def test_sigterm_mid_folder_then_resume_skips_what_is_done(ckpt, tmp_path, capsy
     assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(names[:kept])
     code, stdout, err = predict(capsys, ckpt, folder, "--out", out, "--annotate", "--resume")
     assert code == 0, err
-    assert "resuming" in err and f"{total - kept} images, 0 video frames" in stdout  # kept ones not predicted again
+    assert "resuming" in err and f"{n(total - kept, 'image')}, 0 video frames" in stdout  # kept: not again
     table, records = rows(out)
     assert sorted(Path(r["file"]).name for r in table) == sorted(names)
     notes = {Path(r["file"]).name: r["note"] for r in records}
@@ -203,7 +208,7 @@ def test_disk_full_keeps_complete_rows_in_one_line_and_resume_finishes(ckpt, tmp
     before = [(out / name).read_bytes() for name in results.RESULT_FILES]
     monkeypatch.setattr(results, "_write_all", real)
     code, stdout, err = predict(capsys, ckpt, folder, "--out", out, "--resume")
-    assert code == 0 and "1 images, 0 video frames" in stdout, err  # only p3 predicted
+    assert code == 0 and "1 image, 0 video frames" in stdout, err  # only p3 predicted
     for name, kept in zip(results.RESULT_FILES, before):  # the kept rows unchanged, p3's appended
         assert (out / name).read_bytes().startswith(kept)
     assert [Path(r["file"]).name for r in rows(out)[1]] == ["p0.png", "p1.png", "p2.png", "p3.png"]

@@ -122,11 +122,16 @@ def build(args: argparse.Namespace, stems: dict[str, str]):
     return pred, opts
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def summary(totals, files: list[Path]) -> str:
     s = max(totals.seconds, 1e-9)
-    done = f"{totals.images} images, {totals.frames} video frames, {totals.faces} faces in {totals.seconds:.1f} s"
+    counts = f"{_count(totals.images, 'image')}, {_count(totals.frames, 'video frame')}, {_count(totals.faces, 'face')}"
+    done = f"{counts} in {totals.seconds:.1f} s"
     rate = f"{totals.images / s:.1f} images/s, {totals.faces / s:.1f} faces/s"
-    bad = f"; {len(totals.skipped)} inputs skipped" if totals.skipped else ""
+    bad = f"; {_count(len(totals.skipped), 'input')} skipped" if totals.skipped else ""
     return f"{done} ({rate}){bad}; results: {', '.join(map(str, files))}"
 
 
