@@ -16,6 +16,8 @@ from inprocess import run_main
 from PIL import Image
 from predict_helpers import astronaut, coffee, corrupt_jpeg, write_checkpoint, write_video
 
+from ddakern.inference.checkpoint import CheckpointError
+
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("skimage")
 
@@ -136,3 +138,53 @@ def test_min_face_option(ckpt, tmp_path, capsys):
         assert main([*common, "--out", str(tmp_path / f"bad{i}"), *bad]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.strip().count("\n") == 0 and "min" in err
+
+
+def test_bad_device_is_one_line_before_any_work(ckpt, tmp_path, capfd, monkeypatch):
+    """A device this machine does not have (a typo, CUDA without a GPU, a GPU index past the last) is one
+    line and exit 2, and leaves no --out behind (it was a torch traceback at the model's first move)."""
+    import torch
+
+    from ddakern.cli import main
+
+    cases = {"gpu": "is not a device name", "cuda": "has no CUDA GPU", "cuda:3": "has no CUDA GPU"}
+    if torch.cuda.is_available():
+        cases = {"gpu": "is not a device name", f"cuda:{torch.cuda.device_count()}": "CUDA GPU(s), cuda:0 to"}
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(photo)
+    for device, says in cases.items():
+        out = tmp_path / f"o_{device}"
+        code, _, err = run_main(main, ["predict", str(ckpt), str(photo), "--out", str(out), "--device", device], capfd)
+        assert code == 2 and err.strip().count("\n") == 0, err
+        assert err.startswith(f"error: device {device!r}") and says in err
+        assert not out.exists()
+
+
+def test_onnx_backend_runs_on_the_gpu_asked_for(tmp_path, monkeypatch):
+    """`--device cuda:1` with an .onnx file: ONNX Runtime's CUDA provider gets device_id 1 (a bare provider
+    name runs on GPU 0). ONNX Runtime's session is recorded, as this machine has no GPU."""
+    import torch
+
+    ort = pytest.importorskip("onnxruntime")
+    from ddakern.inference import backends
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    seen: list = []
+
+    class Session:
+        def __init__(self, path, providers):
+            seen.append(providers)
+            raise RuntimeError("recorded")
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"x")
+    for device, index in (("cuda:1", 1), ("cuda", 0)):
+        with pytest.raises(CheckpointError):
+            backends.OnnxBackend(onnx_file, device)
+        assert seen[-1] == [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    with pytest.raises(CheckpointError):
+        backends.OnnxBackend(onnx_file, "cpu")
+    assert seen[-1] == ["CPUExecutionProvider"]

@@ -21,10 +21,23 @@ SPEC_KEY = "ddakern_spec"
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """ "auto"/None -> CUDA when available, else CPU."""
+    """ "auto"/None -> CUDA when available, else CPU. Any other value must name a device this machine has:
+    a typo, CUDA without a GPU or a GPU index past the last is a one-line ValueError here, not a torch
+    traceback at the model's first move."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {str(device)!r} is not a device name (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r}: this machine has no CUDA GPU (use auto or cpu)")
+        if dev.index is not None and dev.index >= count:
+            last = f"cuda:{count - 1}"
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s), cuda:0 to {last}")
+    return dev
 
 
 def class_probabilities(
@@ -66,8 +79,10 @@ class OnnxBackend:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: ONNX file not found")
-        wanted = ["CUDAExecutionProvider"] if resolve_device(device).type == "cuda" else []
-        providers = [p for p in wanted if p in ort.get_available_providers()] + ["CPUExecutionProvider"]
+        dev = resolve_device(device)
+        wanted = [("CUDAExecutionProvider", {"device_id": dev.index or 0})] if dev.type == "cuda" else []
+        available = ort.get_available_providers()
+        providers = [p for p in wanted if p[0] in available] + ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own types for bad files
