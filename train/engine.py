@@ -244,7 +244,8 @@ class Trainer:
 
         With --sam a second pass at the perturbed weights (train.methods.sam). No host-device sync
         (tests/test_cuda_dry_run.py traces it on fake CUDA tensors), except with --amp fp16: torch's
-        GradScaler.step reads its inf check on the host before a foreach optimiser steps.
+        GradScaler.step reads its inf check on the host before a foreach optimiser steps (and with --sam the
+        first pass's check is read too, to skip an overflowing update before its ascent step).
         """
         self.model.train()
         prepared = []
@@ -257,6 +258,16 @@ class Trainer:
         sums = self._pass(prepared, first_step, record=True)
         if self.sam is not None:
             self.scaler.unscale_(self.sam)  # pass 1 against SAM's scaler state, pass 2 against the optimiser's
+            if self._overflowed(self.sam):
+                # fp16 gradients overflowed (the scaler's routine probing): no ascent step (inf * rho / inf is
+                # NaN weights), no pass 2 (its NaN loss and the NaN it writes into frozen batch-norm
+                # statistics would end the run); the update is skipped and the scale lowered, as GradScaler
+                # does for a plain optimiser. Under DDP the inf is all-reduced: every rank skips.
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.update()
+                if self.ema is not None:
+                    self.ema.update(self.net)
+                return sums
             self.sam.first_step(zero_grad=True)
             with frozen_bn_stats(self.net):
                 self._pass(prepared, first_step, record=False)
@@ -266,6 +277,14 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.net)
         return sums
+
+    def _overflowed(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether the gradients GradScaler just unscaled for `optimizer` hold an inf or NaN (fp16 only; reads
+        GradScaler's own per-optimiser record, which its step() reads the same way: one host sync)."""
+        if not self.scaler.is_enabled():
+            return False
+        found = self.scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
+        return sum(v.item() for v in found.values()) > 0
 
     def _epoch_iterator(self, epoch: int) -> Iterator:
         """The train loader at the saved point of `epoch` (replaying earlier epochs once after a resume)."""
