@@ -49,3 +49,28 @@ def test_cli_table_and_json(tmp_path, capsys) -> None:
     assert [e["mode"] for e in data["estimates"]] == ["none", "dda", "all"]
     assert main(["memory", "--budget", "lots"]) == 2
     assert "error: cannot read 'lots'" in capsys.readouterr().err
+
+
+def test_run_header_estimate_of_a_triton_backend_run(monkeypatch, caplog) -> None:
+    """`train.run --fused-ops --ops-backend triton` on a GPU: the header's estimate runs a CPU copy of the
+    model, which the triton backend refuses outside the interpreter (the run ended at start-up with a
+    ValueError traceback). The copy is measured through the torch backend: same saved tensors, so the same
+    figure as the torch backend gives; the global backend is left as it was."""
+    pytest.importorskip("triton")
+    import logging
+
+    from ddakern import dispatch
+    from train.config import resolve
+    from train.run import build_net, log_memory_estimate
+
+    cfg = resolve({"model": "resnet18_dda", "fused_ops": True, "ops_backend": "triton", "image_size": 32}, {})
+    net = build_net(cfg, 7, torch.device("cpu"))
+    monkeypatch.setattr(dispatch, "triton_interpreting", lambda: False)  # as on a CUDA machine
+    caplog.set_level(logging.INFO, logger="train")
+    figures = []
+    for mode in ("triton", "torch"):
+        with dispatch.use_ops_backend(mode):
+            log_memory_estimate(cfg, net)
+            assert dispatch.current_mode() == mode
+        figures.append([r.getMessage() for r in caplog.records if "memory estimate" in r.getMessage()][-1])
+    assert figures[0] == figures[1] and "MiB activations per image" in figures[0]

@@ -94,11 +94,16 @@ def mean_class_accuracy(r: EvalResult) -> float | None:
 
 def log_memory_estimate(cfg: Config, net: torch.nn.Module) -> None:
     """The run header's memory line: ddakern.memory's estimate for this model, mode and batch (CPU forwards)."""
-    from ddakern import memory
+    from ddakern import dispatch, memory
 
     amp = cfg.amp if cfg.amp in memory.AMP_DTYPES else "none"
     probe = copy.deepcopy(net).cpu()
-    (est,) = memory.measure(probe, cfg.image_size, amp, modes=[cfg.recompute])
+    # the probe runs on the CPU: --ops-backend triton (CUDA tensors only, unless interpreted) is measured
+    # through the fused ops' torch backend, which saves the same tensors for backward
+    mode = dispatch.current_mode()
+    on_cpu = "torch" if mode == "triton" and not dispatch.triton_interpreting() else mode
+    with dispatch.use_ops_backend(on_cpu):
+        (est,) = memory.measure(probe, cfg.image_size, amp, modes=[cfg.recompute])
     log.info(
         f"memory estimate ({cfg.recompute} recompute, amp {amp}): {est.per_image / 2**20:.1f} MiB activations per "
         f"image, {est.total(cfg.batch_size) / 2**30:.2f} GiB per step at batch {cfg.batch_size} "
