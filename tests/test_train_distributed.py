@@ -97,3 +97,25 @@ def test_two_process_affectnet_official_with_skip_bad(tmp_path) -> None:
     assert summary["layout"] == "affectnet" and summary["world_size"] == 2 and summary["test"]["images"] == 28
     skipped = summary["data"]["skipped_during_training"]
     assert skipped["count"] == 1 and skipped["first"][0]["path"] == str(bad), skipped
+
+
+def test_device_index_under_torchrun_and_past_the_last_gpu_is_one_line(monkeypatch) -> None:
+    """`--device cuda:1` under torchrun put every rank on GPU 1 (NCCL: "Duplicate GPU detected"); a GPU index
+    past the last was torch's "invalid device ordinal" at the first move. Both are refused at start-up, before
+    any GPU is touched (a CUDA machine of 2 GPUs is simulated; nothing reaches CUDA)."""
+    import pytest
+    import torch
+
+    from train import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: pytest.fail(f"set_device({d}) reached"))
+    with pytest.raises(RuntimeError, match=r"--device cuda:2: this machine has 2 CUDA GPU\(s\), cuda:0 to cuda:1"):
+        distributed.resolve_device("cuda:2")
+    assert distributed.resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(RuntimeError, match="under torchrun would put every process on that one GPU"):
+        distributed.setup("cuda:1")

@@ -36,7 +36,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise RuntimeError(f"--device {name}: CUDA is not available on this machine")
     if name == "cuda":
         return torch.device("cuda", local_rank)
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise RuntimeError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def setup(device_name: str) -> DistEnv:
@@ -45,6 +49,11 @@ def setup(device_name: str) -> DistEnv:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
+    if world_size > 1 and device.type == "cuda" and device_name not in ("auto", "cuda"):
+        raise RuntimeError(
+            f"--device {device_name} under torchrun would put every process on that one GPU: use --device cuda "
+            "(each process takes cuda:<LOCAL_RANK>) and choose the GPUs with CUDA_VISIBLE_DEVICES"
+        )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
