@@ -72,6 +72,8 @@ class Tuning:
 
 
 TUNING_ENV = "DDAKERN_TRITON_TUNING"
+POWERS_OF_TWO = ("tile", "max_block_c", "num_warps", "bwd_tile", "bwd_num_warps")
+"""Tuning fields that size Triton blocks or warps: a power of two, or a launch fails deep inside Triton."""
 
 # bwd_tile 2048: with 4096 the backward spills registers on sm_90 whenever its loads cannot be
 # vectorised (H*W not a multiple of 16, e.g. 14x14); see bench/results/sm90_compile.md
@@ -98,6 +100,8 @@ def parse_tuning(spec: str, base: Tuning) -> Tuning:
             raise ValueError(
                 f"{TUNING_ENV}: bad entry {item!r}; expected field=positive integer with field in {sorted(fields)}"
             )
+        if name in POWERS_OF_TWO and int(value) & (int(value) - 1):
+            raise ValueError(f"{TUNING_ENV}: bad entry {item!r}; {name} must be a power of two (Triton's blocks are)")
         changes[name] = int(value)
     return dataclasses.replace(base, **changes)
 

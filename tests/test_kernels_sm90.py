@@ -143,9 +143,10 @@ def test_parse_tuning_overrides_and_errors():
     assert kcommon.parse_tuning("", base) == base
     got = kcommon.parse_tuning(" tile=8192, num_warps=4 ", base)
     assert (got.tile, got.num_warps, got.bwd_tile) == (8192, 4, 2048)
-    for bad in ("tiles=1", "tile=", "tile=-4", "tile=0", "num_warps=x"):
+    for bad in ("tiles=1", "tile=", "tile=-4", "tile=0", "num_warps=x", "tile=3000", "num_warps=6"):
         with pytest.raises(ValueError, match="DDAKERN_TRITON_TUNING: bad entry"):
             kcommon.parse_tuning(bad, base)
+    assert kcommon.parse_tuning("target_programs=1000", base).target_programs == 1000  # not a block size
 
 
 def test_tuned_swaps_the_budget_the_launchers_read():
