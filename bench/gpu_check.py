@@ -32,7 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchutil import RESNET34_STAGES, RESNET50_STAGES  # noqa: E402
-from bench.stagefile import StageFile  # noqa: E402
+from bench.gpucommon import error_line  # noqa: E402
+from bench.stagefile import StageFile, soft_deadline_left  # noqa: E402
 from ddakern.atomic import write_text as atomic_write  # noqa: E402
 from ddakern.dispatch import use_ops_backend  # noqa: E402
 from ddakern.ops import registry  # noqa: E402
@@ -290,6 +291,9 @@ def markdown(report: dict[str, Any]) -> str:
         return f"{v[key]:.3f}" if key in v else v.get("skipped", "error" if "error" in v else "-")
 
     for r in report["results"]:
+        if r["check"].get("error"):  # the row raised before it could be checked or timed
+            lines.append(f"| {r['op']} | {r['host']} | {r['shape']} | {r['dtype']} | NO | {r['check']['error']} |")
+            continue
         fused = r["timing"].get("fused", {})
         gb = fused.get("fwd_bwd_gbps")
         gbs = f"{gb:.1f} ({100 * gb / report['copy_gbps']:.0f}%)" if gb else "-"
@@ -331,8 +335,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    soft = os.environ.get("GPU_CHECK_DEADLINE_S")  # bench/gpu_check.sh's soft deadline for this part
-    args.deadline = time.monotonic() + min(args.deadline_s, float(soft) if soft else args.deadline_s)
+    soft = soft_deadline_left()  # bench/gpu_check.sh's soft deadline for this part (inf when none)
+    args.deadline = time.monotonic() + min(args.deadline_s, soft)
     if args.dry_run:
         device = torch.device("cpu")
     elif torch.cuda.is_available():
@@ -383,8 +387,16 @@ def main(argv: list[str] | None = None) -> int:
         if time.monotonic() > args.deadline:
             report.setdefault("skipped_rows", []).append(f"{op} {host} {c}@{s} {dname}")
             continue
-        case = Case(op, batch, c, s, DTYPES[dname], device)
-        chk = check(case, backend)
+        try:
+            case = Case(op, batch, c, s, DTYPES[dname], device)
+            chk = check(case, backend)
+        except Exception as exc:  # noqa: BLE001 - one row's failure (compile, memory) must not end the stage
+            report["results"].append({"op": op, "host": host, "shape": f"{c}@{s}", "dtype": dname,
+                                      "check": {"ok": False, "error": error_line(exc)}, "timing": {}})  # fmt: skip
+            all_ok = False
+            print(f"{op:18s} {host} {c}@{s} {dname}: error {error_line(exc)}", flush=True)
+            save()
+            continue
         all_ok &= chk["ok"]
         is_headline = (op, host, c, s, dname) == headline
         compiled = None

@@ -10,11 +10,11 @@
 # a part killed at any moment keeps what it measured, and gpu_check.md is rebuilt after every part.
 #   stage 0 (ends by  90 s) basics    environment; both fused ops fwd+bwd at 48x256x56x56 bf16 vs the
 #                                     reference; fused resnet34_dda bf16 steps at batch 48, 224 px (img/s)
-#   stage 1 (ends by 180 s) pytest    tests/test_op_*.py + test_dispatch.py on CUDA
+#   stage 1 (ends by 200 s) pytest    tests/test_op_*.py + test_dispatch.py on CUDA
 #                           budget    real DDA shapes under explicit GPU / chunked / unsplit budgets,
 #                                     fp32 / bf16 / fp16, NCHW / channels_last
 #                           memcheck  compute-sanitizer memcheck of every kernel (skipped without the tool)
-#   stage 2 (ends by 300 s) ops       bench/gpu_check.py: fused vs eager vs torch.compile, GB/s, sweep
+#   stage 2 (ends by 310 s) ops       bench/gpu_check.py: fused vs eager vs torch.compile, GB/s, sweep
 #   stage 3 (ends by 480 s) steps     whole step, bf16, batch 48, 224 px, resnet34_dda + resnet50_dda:
 #                                     eager, fused, recompute-dda (img/s, peak memory)
 #                           compile   the same with torch.compile (last: compile time is the least certain)
@@ -29,11 +29,13 @@
 # dry run (each part 10-25 s on a busy 2-core CPU, mostly imports). Counted: stage 0 ops 8 compiles,
 # resnet34_dda fused step 40; stage 1 budget 90 (12 rows x 2 ops); resnet50_dda fused step 37.
 #   stage 0: 10 s + 48 compiles (50-95 s) + 6 steps (~1 s): 60-90 s; a slow compiler cuts the timed steps
-#   stage 1: pytest 80 s limit (torch-backend tests first, Triton compiles for the rest: likely cut there,
-#            counted as skipped), budget 45 s (~25-45 compiles: the first 3-6 of its 12 rows, which
-#            already cover every dtype, layout and budget), memcheck ~30-45 s; ends by 180 s by construction
+#   stage 1: pytest up to 80 s but leaving 70 s of the stage to the parts after it (torch-backend tests
+#            first, Triton compiles for the rest: likely cut there, counted as skipped), budget up to 45 s
+#            leaving 40 s to memcheck (~25-45 compiles: the first 3-6 of its 12 rows, which already cover
+#            every dtype, layout and budget), memcheck ~30-45 s; ends by 200 s by construction. Without the
+#            reserves memcheck got what pytest and budget left: nothing, when both ran to their limits
 #   stage 2: 10 s + 3 reference torch.compiles (~30 s) + 32 rows (~1 s timing + ~5 compiles each):
-#            ~120 s limit reached about half-way (headline first, then bf16), the sweep last (often cut)
+#            ~110 s limit reached about half-way (headline first, then bf16), the sweep last (often cut)
 #   stage 3: steps: 10 s + 6 rows (warm-up 3-60 s: resnet50_dda compiles 37 kernels; 10 steps ~0.5 s):
 #            60-110 s; compile: 10 s + 40-90 s per model (resnet50_dda likely cut at 480 s)
 #   whole: <= 480 s by construction, + at most 10 s KILL grace; the device call allows 540 s.
@@ -63,7 +65,7 @@ else
     unset TRITON_INTERPRET
     RESULTS="${OUT:-bench/results}"
     BUDGET="${GPU_CHECK_BUDGET_S:-480}"
-    ENDS=(90 180 300 "$BUDGET")
+    ENDS=(90 200 310 "$BUDGET")
     CAP_SCALE=1
 fi
 export PYTHONPATH="$PWD:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}"
@@ -95,14 +97,15 @@ on_signal() {  # the whole script was stopped: mark the running part, rebuild th
 }
 trap on_signal INT TERM
 
-# run_part STAGE PART CAP: run the rest of the arguments under `timeout` for min(CAP, stage end, budget) s
+# run_part STAGE PART CAP RESERVE: run the rest of the arguments under `timeout` for
+# min(CAP, stage end - RESERVE, budget) s; RESERVE keeps that many seconds of the stage for its later parts
 run_part() {
-    local stage=$1 part=$2 cap=$3 var limit rc file
-    shift 3
+    local stage=$1 part=$2 cap=$3 reserve=$4 var limit rc file
+    shift 4
     file="$RESULTS/stage$stage.json"
     var="GPU_CHECK_CAP_$part"
     limit="${!var:-$((cap * CAP_SCALE))}"
-    [ $((ENDS[stage] - SECONDS)) -lt "$limit" ] && limit=$((ENDS[stage] - SECONDS))
+    [ $((ENDS[stage] - reserve - SECONDS)) -lt "$limit" ] && limit=$((ENDS[stage] - reserve - SECONDS))
     [ $((BUDGET - SECONDS)) -lt "$limit" ] && limit=$((BUDGET - SECONDS))
     "$PY" bench/stagefile.py start "$file" --stage "$stage" --part "$part" --limit "$limit"
     if [ "$limit" -lt "$MIN_PART_S" ]; then
@@ -114,7 +117,8 @@ run_part() {
     fi
     echo "gpu_check.sh: stage $stage $part, limit ${limit}s, at ${SECONDS}s" | tee -a "$LOG"
     CURRENT="$file --part $part"
-    GPU_CHECK_DEADLINE_S=$((limit * 85 / 100)) timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG"
+    GPU_CHECK_DEADLINE_S=$((limit * 85 / 100)) GPU_CHECK_DEADLINE_AT=$(($(date +%s) + limit * 85 / 100)) \
+        timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG"
     rc=${PIPESTATUS[0]}
     CURRENT=""
     "$PY" bench/stagefile.py mark "$file" --part "$part" --rc "$rc" | tee -a "$LOG"
@@ -139,13 +143,13 @@ fi
 
 for stage in $STAGES; do
     case "$stage" in
-        0) run_part 0 basics 90 "$PY" bench/gpu_stage0.py "$RESULTS/stage0.json" ;;
-        1) run_part 1 pytest 80 "$PY" bench/gpu_stage1.py pytest "$RESULTS/stage1.json" -- "${PYTEST_ARGS[@]}"
-           run_part 1 budget 45 "$PY" bench/gpu_stage1.py budget "$RESULTS/stage1.json"
-           run_part 1 memcheck 45 "$PY" bench/gpu_stage1.py memcheck "$RESULTS/stage1.json" ;;
-        2) run_part 2 ops 120 "$PY" bench/gpu_check.py --stage-file "$RESULTS/stage2.json" "${OPS_ARGS[@]}" ;;
-        3) run_part 3 steps 110 "$PY" bench/gpu_stage3.py steps "$RESULTS/stage3.json" "${STEP_ARGS[@]}"
-           run_part 3 compile 200 "$PY" bench/gpu_stage3.py compile "$RESULTS/stage3.json" "${STEP_ARGS[@]}" ;;
+        0) run_part 0 basics 90 0 "$PY" bench/gpu_stage0.py "$RESULTS/stage0.json" ;;
+        1) run_part 1 pytest 80 70 "$PY" bench/gpu_stage1.py pytest "$RESULTS/stage1.json" -- "${PYTEST_ARGS[@]}"
+           run_part 1 budget 45 40 "$PY" bench/gpu_stage1.py budget "$RESULTS/stage1.json"
+           run_part 1 memcheck 45 0 "$PY" bench/gpu_stage1.py memcheck "$RESULTS/stage1.json" ;;
+        2) run_part 2 ops 110 0 "$PY" bench/gpu_check.py --stage-file "$RESULTS/stage2.json" "${OPS_ARGS[@]}" ;;
+        3) run_part 3 steps 110 0 "$PY" bench/gpu_stage3.py steps "$RESULTS/stage3.json" "${STEP_ARGS[@]}"
+           run_part 3 compile 200 0 "$PY" bench/gpu_stage3.py compile "$RESULTS/stage3.json" "${STEP_ARGS[@]}" ;;
         *) echo "gpu_check.sh: unknown stage '$stage' in GPU_CHECK_STAGES" | tee -a "$LOG"; FAILED="$FAILED stage$stage" ;;
     esac
 done

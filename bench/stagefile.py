@@ -28,6 +28,19 @@ from pathlib import Path
 from typing import Any
 
 _PROCESS_START = time.monotonic()
+
+
+def soft_deadline_left() -> float:
+    """Seconds left before this part's soft deadline: GPU_CHECK_DEADLINE_AT (a Unix time, set by the shell
+    as it starts the part, so the imports before this module count), else GPU_CHECK_DEADLINE_S from this
+    module's import; inf when neither is set."""
+    at = os.environ.get("GPU_CHECK_DEADLINE_AT")
+    if at:
+        return float(at) - time.time()
+    limit = os.environ.get("GPU_CHECK_DEADLINE_S")
+    return float(limit) - (time.monotonic() - _PROCESS_START) if limit else float("inf")
+
+
 KILLED_RCS = (124, 137, 143, -9, -15)  # timeout's TERM (124), KILL (137), a TERM that reached python (143)
 
 
@@ -72,9 +85,10 @@ def now() -> float:
 class Check:
     """One check of a stage: `data` is its JSON section; `save()` after every row; `finish()` at the end.
 
-    Its soft deadline (`GPU_CHECK_DEADLINE_S`, seconds from the process start, set by the shell a little
-    below the hard timeout) lets it stop between rows and still end normally; `left()` says how much is
-    left. While a check is open, SIGTERM marks it "killed" and saves before the process exits."""
+    Its soft deadline (`GPU_CHECK_DEADLINE_AT`, a Unix time the shell sets a little below the hard
+    timeout as it starts the part; see soft_deadline_left) lets it stop between rows and still end
+    normally; `left()` says how much is left. While a check is open, SIGTERM marks it "killed" and saves
+    before the process exits."""
 
     def __init__(self, stage_file: StageFile, name: str, part: str) -> None:
         self.file, self.name = stage_file, name
@@ -92,8 +106,7 @@ class Check:
 
     def left(self) -> float:
         """Seconds left before the soft deadline of this process (inf when none is set)."""
-        limit = os.environ.get("GPU_CHECK_DEADLINE_S")
-        return float(limit) - (time.monotonic() - _PROCESS_START) if limit else float("inf")
+        return soft_deadline_left()
 
     def save(self) -> None:
         self.data["elapsed_s"] = round(time.monotonic() - self.started, 3)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.sh"
@@ -114,3 +115,68 @@ def test_shell_script_lints():
         assert res.returncode == 0, res.stdout
     res = subprocess.run(["bash", str(SCRIPT), "--bogus"], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "unknown argument" in res.stderr
+
+
+def test_a_row_that_raises_is_recorded_and_the_ops_stage_goes_on(tmp_path, monkeypatch) -> None:
+    """bench/gpu_check.py (stage 2): a row whose check raises (a compile or memory error at one shape on the
+    GPU) is a row with its one-line error, and the other rows, the headline's timings and the sweep still
+    come (it ended the whole stage: every row after it was lost)."""
+    from bench import gpu_check
+
+    real = gpu_check.check
+    calls = []
+
+    def check(case, backend, refs=None):
+        calls.append(case)
+        if len(calls) == 2:
+            raise RuntimeError("out of resources: shared memory, Required: 262144")
+        return real(case, backend, refs)
+
+    monkeypatch.setattr(gpu_check, "check", check)
+    code = gpu_check.main(["--dry-run", "--dtypes=bf16", "--hosts=resnet50", "--no-sweep", "--out", str(tmp_path)])
+    assert code == 1  # not all correct: a row failed
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    rows = report["results"]
+    assert len(rows) == len(calls) >= 3 and report["status"] == "done"
+    bad = [r for r in rows if r["check"].get("error")]
+    assert len(bad) == 1 and bad[0]["check"]["error"].startswith("RuntimeError: out of resources")
+    assert all(r["timing"].get("fused") for r in rows if r is not bad[0])  # the others were timed
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| NO | RuntimeError: out of resources: shared memory, Required: 262144 |" in table
+
+
+def test_stage_one_keeps_time_for_its_later_parts(tmp_path) -> None:
+    """gpu_check.sh's stage 1: pytest may not take the time budget and memcheck need (it left memcheck
+    nothing when it ran to its limit), budget not memcheck's. Every part is skipped here (a minimum part
+    longer than the budget), so the log shows the limit each one got, without running it."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_CHECK_STAGES": "1"}
+    env.update(GPU_CHECK_BUDGET_S="75", GPU_CHECK_MIN_PART_S="1000")
+    res = subprocess.run(["bash", str(SCRIPT), "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
+    limits = {}
+    for line in res.stdout.splitlines():
+        if "skipped:" in line:
+            part = line.split("stage 1 ")[1].split()[0]
+            limits[part] = int(line.split("skipped: ")[1].split("s left")[0])
+    assert limits["pytest"] == 75 - 70 and limits["budget"] == 75 - 40 and limits["memcheck"] >= 73, res.stdout
+
+
+def test_soft_deadline_counts_from_the_parts_start_and_stage0_times_one_step_past_it(monkeypatch, tmp_path) -> None:
+    """The soft deadline is the Unix time the shell set when it started the part (the imports before the
+    stage file count against it), and stage 0's step check times at least one step even when its warm-up
+    (the Triton compiles) ends past that deadline (it timed none and failed the stage)."""
+    import time
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # the stage scripts import their neighbours by name
+    from bench import gpu_stage0
+    from bench.stagefile import StageFile, soft_deadline_left
+
+    monkeypatch.setenv("GPU_CHECK_DEADLINE_AT", str(time.time() + 30))
+    monkeypatch.setenv("GPU_CHECK_DEADLINE_S", "1000")  # the old, per-process figure: not used any more
+    assert 25 < soft_deadline_left() <= 30
+    monkeypatch.setenv("GPU_CHECK_DEADLINE_AT", str(time.time() - 1))  # warm-up ended past the deadline
+    monkeypatch.setenv("GPU_CHECK_DRY_RUN", "1")
+    monkeypatch.setitem(gpu_stage0.STEP, "dry", {**gpu_stage0.STEP["dry"], "steps": 3})
+    sf = StageFile(tmp_path / "stage0.json")
+    assert gpu_stage0.step_check(sf, torch.device("cpu"))
+    step = json.loads((tmp_path / "stage0.json").read_text())["checks"]["step"]
+    assert len(step["step_ms"]) == 1 and step["images_per_s"] > 0 and "fewer timed steps" in step["note"]
