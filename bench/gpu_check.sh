@@ -5,7 +5,8 @@
 # the Triton kernels through the interpreter (CI: tests/test_op_gpu_check.py).
 #
 # Every stage writes its file before the next starts; each part below is one process under its own
-# `timeout` (TERM, then KILL 10 s later), with a soft deadline (GPU_CHECK_DEADLINE_S, 85% of its limit)
+# `timeout` (TERM, then KILL 10 s later), with a soft deadline (GPU_CHECK_DEADLINE_S, 85% of its limit, from
+# GPU_CHECK_PART_START)
 # at which it stops between rows and ends normally. Rows are saved atomically as they are measured, so
 # a part killed at any moment keeps what it measured, and gpu_check.md is rebuilt after every part.
 #   stage 0 (ends by  90 s) basics    environment; both fused ops fwd+bwd at 48x256x56x56 bf16 vs the
@@ -41,7 +42,8 @@
 #   whole: <= 480 s by construction, + at most 10 s KILL grace; the device call allows 540 s.
 # Environment: OUT (results folder), GPU_CHECK_BUDGET_S (whole budget, default 480 s; the device call allows
 # 540 s), GPU_CHECK_STAGES (default "0 1 2 3"), GPU_CHECK_CAP_<part> (a part's limit in s),
-# GPU_CHECK_MIN_PART_S (skip a part with less time left, default 5), PYTHON (interpreter, default python3).
+# GPU_CHECK_MIN_PART_S (skip a part with less time left, default 5), GPU_CHECK_SOFT_PCT (the soft deadline's
+# share of a part's limit, default 85), PYTHON (interpreter, default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -72,6 +74,7 @@ export PYTHONPATH="$PWD:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-$(command -v python3 || command -v python)}"
 STAGES="${GPU_CHECK_STAGES:-0 1 2 3}"
 MIN_PART_S="${GPU_CHECK_MIN_PART_S:-5}"
+SOFT_PCT="${GPU_CHECK_SOFT_PCT:-85}"
 mkdir -p "$RESULTS" || exit 2
 LOG="$RESULTS/gpu_check.log"
 for n in $STAGES; do rm -f "$RESULTS/stage$n.json"; done
@@ -117,7 +120,7 @@ run_part() {
     fi
     echo "gpu_check.sh: stage $stage $part, limit ${limit}s, at ${SECONDS}s" | tee -a "$LOG"
     CURRENT="$file --part $part"
-    GPU_CHECK_DEADLINE_S=$((limit * 85 / 100)) GPU_CHECK_DEADLINE_AT=$(($(date +%s) + limit * 85 / 100)) \
+    GPU_CHECK_DEADLINE_S=$((limit * SOFT_PCT / 100)) GPU_CHECK_PART_START="$(date +%s.%N)" \
         timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG"
     rc=${PIPESTATUS[0]}
     CURRENT=""

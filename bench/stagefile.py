@@ -31,14 +31,16 @@ _PROCESS_START = time.monotonic()
 
 
 def soft_deadline_left() -> float:
-    """Seconds left before this part's soft deadline: GPU_CHECK_DEADLINE_AT (a Unix time, set by the shell
-    as it starts the part, so the imports before this module count), else GPU_CHECK_DEADLINE_S from this
-    module's import; inf when neither is set."""
-    at = os.environ.get("GPU_CHECK_DEADLINE_AT")
-    if at:
-        return float(at) - time.time()
+    """Seconds left before this part's soft deadline: GPU_CHECK_DEADLINE_S after GPU_CHECK_PART_START (the
+    Unix time the shell started the part, so the imports before this module count), or after this module's
+    import when the start is not given; inf when no deadline is set."""
     limit = os.environ.get("GPU_CHECK_DEADLINE_S")
-    return float(limit) - (time.monotonic() - _PROCESS_START) if limit else float("inf")
+    if not limit:
+        return float("inf")
+    try:
+        return float(os.environ["GPU_CHECK_PART_START"]) + float(limit) - time.time()
+    except (KeyError, ValueError):  # not set, or a `date` without %N
+        return float(limit) - (time.monotonic() - _PROCESS_START)
 
 
 KILLED_RCS = (124, 137, 143, -9, -15)  # timeout's TERM (124), KILL (137), a TERM that reached python (143)
@@ -85,9 +87,9 @@ def now() -> float:
 class Check:
     """One check of a stage: `data` is its JSON section; `save()` after every row; `finish()` at the end.
 
-    Its soft deadline (`GPU_CHECK_DEADLINE_AT`, a Unix time the shell sets a little below the hard
-    timeout as it starts the part; see soft_deadline_left) lets it stop between rows and still end
-    normally; `left()` says how much is left. While a check is open, SIGTERM marks it "killed" and saves
+    Its soft deadline (`GPU_CHECK_DEADLINE_S` after `GPU_CHECK_PART_START`, set by the shell a little
+    below the hard timeout as it starts the part; see soft_deadline_left) lets it stop between rows and
+    still end normally; `left()` says how much is left. While a check is open, SIGTERM marks it "killed" and saves
     before the process exits."""
 
     def __init__(self, stage_file: StageFile, name: str, part: str) -> None:
