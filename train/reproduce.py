@@ -44,7 +44,7 @@ from .data.synthetic import DIFFICULTIES, describe_noise, read_manifest
 from .run_folder import RunFolderError, prepare_out
 from .sweep import EXECUTORS, Job, Outcome, SlurmOptions, Sweep, run_state
 from .table_report import recorded_runs, run_rows, with_records, write_tables
-from .tables import TABLE_NAMES, Table, build_table, missing_weights
+from .tables import TABLE_NAMES, Table, build_table, missing_weights, run_key
 
 log = logging.getLogger("train.reproduce")
 
@@ -176,19 +176,19 @@ def plan(table: Table, data: Data, seeds: Sequence[int], scale: str, out: Path, 
                 notes[cell.key] = why
                 continue
         for seed in seeds:
-            folder = out / f"{cell.key}-s{seed}"
+            folder = out / run_key(cell.key, seed)
             if cell.kind == "fuse":
-                members = [str(out / f"{m}-s{seed}" / "best.pt") for m in cell.members]
+                members = [str(out / run_key(m, seed) / "best.pt") for m in cell.members]
                 flags = [*cell.flags, "--members", *members, "--seed", str(seed)]
                 flags += scale_flags(scale, None, fusion=True) + list(extra)
-                fusions.append(Job(f"{cell.key}-s{seed}", folder, "train.fuse", tuple(flags), resumable=False))
+                fusions.append(Job(run_key(cell.key, seed), folder, "train.fuse", tuple(flags), resumable=False))
             else:
                 flags = [*data.flags]
                 if cell.recipe:
                     flags[1] = cell.recipe
                 model = cell.model or RECIPES[recipe].get("model")
                 flags += ["--seed", str(seed), *scale_flags(scale, model), *cell.flags, *extra]
-                runs.append(Job(f"{cell.key}-s{seed}", folder, "train.run", tuple(flags)))
+                runs.append(Job(run_key(cell.key, seed), folder, "train.run", tuple(flags)))
     return runs, fusions, notes
 
 
@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not sweep.stopping and (ready or not fusions):
                 outcomes += sweep.run(ready)
         states = {o.job.key: o for o in outcomes}
-        rows = run_rows(table, lambda key, seed: out / f"{key}-s{seed}", seeds, notes, states, recorded)
+        rows = run_rows(table, lambda key, seed: out / run_key(key, seed), seeds, notes, states, recorded)
         rows = with_records(rows, recorded)
         path = write_tables(out, table, rows, header(table, data, seeds, args.scale, extra, scratch), seeds, meta)
         print(path.read_text(encoding="utf-8"))

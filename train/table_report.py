@@ -19,7 +19,7 @@ from typing import Any
 
 from ddakern.atomic import write_text
 
-from .tables import Cell, Table
+from .tables import Cell, Table, run_key
 
 FIELDS = (
     "table", "cell", "row", "column", "seed", "status", "exit_code", "heldout_test_acc", "best_on_test_acc",
@@ -72,7 +72,7 @@ def recorded_runs(out: Path) -> dict[str, dict]:
     except (OSError, ValueError):
         return {}
     runs = old.get("runs") if isinstance(old, dict) and isinstance(old.get("runs"), list) else []
-    return {f"{r['cell']}-s{r['seed']}": r for r in runs if isinstance(r, dict) and r.get("status") == "done"}
+    return {run_key(r["cell"], r["seed"]): r for r in runs if isinstance(r, dict) and r.get("status") == "done"}
 
 
 def run_rows(
@@ -92,8 +92,8 @@ def run_rows(
             continue  # a fusion member's run: shown through its "model k alone" cells
         for seed in seeds:
             row = _one(table, cell, seed, folder_of, notes, states)
-            old = (recorded or {}).get(f"{cell.key}-s{seed}")
-            if row["status"] != "done" and row["status"] != "n/a" and old is not None:
+            old = (recorded or {}).get(run_key(cell.key, seed))
+            if row["status"] not in ("done", "n/a") and old is not None:
                 row = {**old, "status": "done", "exit_code": None, "note": RECORDED_NOTE}
             rows.append(row)
     return rows
@@ -102,7 +102,7 @@ def run_rows(
 def with_records(rows: list[dict], recorded: dict[str, dict]) -> list[dict]:
     """`rows` and, after them, the recorded runs this invocation did not report (other cells with --cells,
     other seeds): rewriting runs.json must not drop them, as it may be their only copy."""
-    have = {f"{r['cell']}-s{r['seed']}" for r in rows}
+    have = {run_key(r["cell"], r["seed"]) for r in rows}
     return rows + [r for key, r in recorded.items() if key not in have]
 
 
@@ -114,7 +114,7 @@ def _one(table: Table, cell: Cell, seed: int, folder_of: Any, notes: dict[str, s
     if source in notes:
         return {**row, "status": "n/a", "note": notes[source]}
     found = read_run(folder)
-    state = states.get(f"{source}-s{seed}")
+    state = states.get(run_key(source, seed))
     if found is None:
         return {**row, "status": state.state if state else "not-run", "exit_code": state.exit_code if state else None}
     found.pop("data", None)  # a member alone: its own run, as train.run evaluated it

@@ -76,6 +76,11 @@ FUSION_METHODS = {
 }
 
 
+def run_key(cell: str, seed: int) -> str:
+    """A cell's run at one seed: its job key, its folder's name under the sweep folder, its key in runs.json."""
+    return f"{cell}-s{seed}"
+
+
 def _init(init: str | None, scratch: bool) -> str | None:
     return None if scratch else init
 
