@@ -16,7 +16,7 @@ window is 24 px; its recall falls off below about 40), and the boxes are mapped 
 resolution: the cost per photo is then about the same at any resolution (a 1024 x 768 photo is
 searched at 533 x 400). Detectors are safe to call from several threads: an OpenCV detector object
 is not, so each call borrows one from the detector's pool, where it is made once and reused (loading
-the frontal-face cascade costs about 20 ms, as much as searching a photo).
+the frontal-face cascade takes about 20 ms; no speed figure changed with the pool, measured).
 
 Boxes are (x0, y0, x1, y1) everywhere: prediction crops with `square_box` + `crop`; `train.prepare`
 takes the `largest_face` and crops it with `face_crop` (the same square, levelled by the eye line), so
