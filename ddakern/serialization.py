@@ -14,6 +14,9 @@ import codecs
 import os
 import pickle
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -58,6 +61,16 @@ def _refusal(path: str | os.PathLike, what: str) -> UnsafeFileError:
     )
 
 
+@contextmanager
+def quiet_protocol_warning() -> Iterator[None]:
+    """Silence torch's "Detected pickle protocol N" warning while a file is read: a damaged file whose
+    bytes happen to start like pickle protocol 3-5 triggers it before the error, so the user's one-line
+    error would come second after two lines of advice that do not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        yield
+
+
 def torch_load(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:
     """`torch.load(path, weights_only=True)` with the numpy globals allow-listed.
 
@@ -65,7 +78,7 @@ def torch_load(path: str | os.PathLike, map_location: str | torch.device | None 
     (missing, truncated, not a torch file) propagate as torch raises them.
     """
     allowed = [(obj, name) for name, obj in NUMPY_GLOBALS.items()]
-    with torch.serialization.safe_globals(allowed):
+    with torch.serialization.safe_globals(allowed), quiet_protocol_warning():
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,19 @@ def test_damaged_files_are_not_called_unsafe(tmp_path):
     (tmp_path / "list.pt").write_bytes(pickle.dumps([1, 2, 3]))
     good = write_checkpoint(tmp_path / "good.pt").read_bytes()
     (tmp_path / "half.pt").write_bytes(good[: len(good) // 2])
-    for name in ("text.pt", "list.pt", "half.pt"):
-        with pytest.raises(CheckpointError, match="cannot read checkpoint") as e:
+    (tmp_path / "proto4.pt").write_bytes(b"\x80\x04" + os.urandom(200))  # starts like pickle protocol 4
+    for name in ("text.pt", "list.pt", "half.pt", "proto4.pt"):
+        with warnings.catch_warnings(record=True) as seen, pytest.raises(CheckpointError, match="cannot read") as e:
+            warnings.simplefilter("always")
             read_checkpoint(tmp_path / name)
         assert "refused" not in str(e.value) and "\n" not in str(e.value)
+        assert not [w for w in seen if "pickle protocol" in str(w.message)], name  # no warning before the one line
+
+
+def test_damaged_weights_file_is_one_error_without_a_protocol_warning(tmp_path):
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(b"\x80\x05" + os.urandom(200))  # starts like pickle protocol 5: torch would warn first
+    with warnings.catch_warnings(record=True) as seen, pytest.raises(WeightsError, match="weights.pth") as e:
+        warnings.simplefilter("always")
+        read_state_dict(bad)
+    assert "\n" not in str(e.value) and not [w for w in seen if "pickle protocol" in str(w.message)]

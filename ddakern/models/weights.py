@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddakern.serialization import UnsafeFileError, load_numpy_pickle
+from ddakern.serialization import UnsafeFileError, load_numpy_pickle, quiet_protocol_warning
 
 IMAGENET_FILES = {
     "resnet18": "resnet18-5c106cde.pth",
@@ -45,7 +45,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raw = load_numpy_pickle(path)  # numpy arrays only; anything else is refused
             state = {k: torch.from_numpy(np.asarray(v)) for k, v in dict(raw).items()}
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with quiet_protocol_warning():
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except WeightsError:
         raise
     except UnsafeFileError as e:
