@@ -228,3 +228,24 @@ def test_torch_decode_error_names_file(tmp_path: Path) -> None:
     samples = SampleSet("files", None, [bad], np.array([0]), ("a",))
     with pytest.raises(DataError, match=r"broken\.jpg: cannot decode image"):
         _collect(_load(samples))
+
+
+@pytest.mark.skipif(not loaders_mod.dali_available(), reason="no DALI")
+@pytest.mark.parametrize("recipe", [None, "fer2013", "rafdb"])
+@pytest.mark.parametrize("encoded,views", [(True, 0), (False, 0), (True, 2)])
+def test_gpu_pipeline_graph_defines_without_a_gpu(recipe, encoded, views) -> None:
+    """The GPU pipeline (mixed decode, GPU augmentation) is defined and serialised here, where no GPU can run
+    it: its operators and arguments are checked before the first GPU run. nvJPEG decodes with libjpeg-turbo's
+    chroma upsampling (jpeg_fancy_upsampling), so GPU training sees the pixels the CPU loaders and predict see."""
+    from train.data import dali_pipelines as dp
+
+    def graph(gpu: bool) -> bytes:
+        pipe = dp.source_pipeline(
+            iter([]), encoded=encoded, color=recipe != "rafdb", image_size=S, recipe=RECIPES.get(recipe),
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, views=views, gpu=gpu, batch_size=2, num_threads=1, device_id=None,
+        )  # fmt: skip
+        return pipe.serialize()
+
+    gpu, cpu = graph(True), graph(False)
+    assert (b"mixed" in gpu) is encoded and b"mixed" not in cpu
+    assert (b"jpeg_fancy_upsampling" in gpu) is encoded and b"jpeg_fancy_upsampling" not in cpu
