@@ -59,6 +59,22 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+# CUDA's grid limits: axis 0 up to 2**31 - 1 programs, axes 1 and 2 up to 65535 (a launch past them fails
+# with "invalid argument"; the CPU interpreter has no limit). Every launcher puts the batch on axis 0.
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+
+
+def grid(*dims: int) -> tuple[int, ...]:
+    """The launch grid `dims` (batch first), or a one-line ValueError naming the axis past CUDA's limit."""
+    for axis, (size, limit) in enumerate(zip(dims, GRID_LIMITS)):
+        if size > limit:
+            raise ValueError(
+                f"fused op: {size} programs on grid axis {axis} exceed CUDA's limit of {limit} "
+                f"(grid {dims}); use --ops-backend torch for this input size"
+            )
+    return dims
+
+
 @dataclass
 class Tuning:
     """Block-size budget of the kernels; tests shrink it to exercise the chunked and split paths."""

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import as_ncp, blocks, cdiv, next_pow2, on_input_device, split_range, tuning
+from ._common import as_ncp, blocks, cdiv, grid, next_pow2, on_input_device, split_range, tuning
 from .contract import BatchNormState, ResidualGrads, ResidualTensors
 from .layout import empty_ncp_like
 
@@ -61,8 +61,8 @@ def _stats_partial_kernel(
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     """Per (channel block, sample, position range): mean and M2 of the logits (Chan merge per tile)."""
-    pid_c = tl.program_id(0)
-    n = tl.program_id(1)
+    n = tl.program_id(0)
+    pid_c = tl.program_id(1)
     sp = tl.program_id(2)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
@@ -155,7 +155,7 @@ def bn_stats(logits: torch.Tensor, state: BatchNormState) -> tuple[torch.Tensor,
     dev = logits.device
     pmean = torch.empty((rows, c), device=dev, dtype=torch.float32)
     pm2 = torch.empty((rows, c), device=dev, dtype=torch.float32)
-    _stats_partial_kernel[(cdiv(c, block_c), n, split)](
+    _stats_partial_kernel[grid(n, cdiv(c, block_c), split)](
         lg, pmean, pm2, c, hw, rng, split, s_n, s_c, s_p,
         BLOCK_C=block_c, BLOCK_P=block_p, num_warps=tuning().num_warps,
     )  # fmt: skip
@@ -167,7 +167,7 @@ def bn_stats(logits: torch.Tensor, state: BatchNormState) -> tuple[torch.Tensor,
     total = n * hw
     fblock_c = min(next_pow2(c), 64)
     fblock_r = max(1, min(next_pow2(rows), tuning().tile // fblock_c, 64 if tuning().tile <= 8192 else 1 << 14))
-    _stats_finalize_kernel[(cdiv(c, fblock_c),)](
+    _stats_finalize_kernel[grid(cdiv(c, fblock_c))](
         pmean, pm2, mean, rstd,
         rm, rv,
         c, hw, rng, split, rows, float(total), float(momentum), float(eps), total / max(total - 1, 1),
@@ -243,8 +243,8 @@ def _fwd_kernel(
     sxn, sxc, sxp, sln, slc, slp, son, soc, sop,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, NUM_CHUNKS: tl.constexpr,
 ):  # fmt: skip
-    pid_p = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
+    n = tl.program_id(0).to(tl.int64)
+    pid_p = tl.program_id(1)
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < HW
     x_base = x_ptr + n * sxn
@@ -302,7 +302,7 @@ def forward(t: ResidualTensors) -> torch.Tensor:
     ov, son, soc, sop = as_ncp(out)
     assert ov is out, "empty_like output must be dense"
     block_c, block_p, chunks = blocks(c, hw, sxc == 1)
-    _fwd_kernel[(cdiv(hw, block_p), n)](
+    _fwd_kernel[grid(n, cdiv(hw, block_p))](
         xv, lv, out, weight, bias, mean, rstd, c, hw,
         sxn, sxc, sxp, sln, slc, slp, son, soc, sop,
         BLOCK_C=block_c, BLOCK_P=block_p, NUM_CHUNKS=chunks, num_warps=tuning().num_warps,
@@ -371,8 +371,8 @@ def _bwd_kernel(
     POS 2: load them instead of reducing over the channels again (the second pass of the training
     backward then has no cross-channel reduction; the scratch lives only between the two passes).
     """
-    sp = tl.program_id(0)
-    n = tl.program_id(1)
+    n = tl.program_id(0)
+    sp = tl.program_id(1)
     n64 = n.to(tl.int64)
     start = sp * RANGE
     end = tl.minimum(start + RANGE, HW)
@@ -498,12 +498,12 @@ def backward(
     meta = dict(
         BLOCK_C=block_c, BLOCK_P=block_p, NUM_CHUNKS=chunks, num_warps=tuning().bwd_num_warps or tuning().num_warps
     )
-    grid = (split, n)
+    bwd_grid = grid(n, split)
     dx_arg, dl_arg = (dx if need_x else xv), (dl if need_logits else lv)  # unwritten dummies: never empty
     two_pass = need_logits and batch_stats
     # per-position softmax max, 1/sum and s from the first pass, read by the second (scratch, fp32)
     pos = torch.empty((n, 3, hw), device=dev, dtype=torch.float32) if two_pass else psum
-    _bwd_kernel[grid](
+    _bwd_kernel[bwd_grid](
         gv, xv, lv, dx_arg, dl_arg, weight, bias, mean, rstd, psum, psumx, psum, psumx, pos, *common, *strides,
         WRITE_DX=need_x, WRITE_PARTIALS=True, WRITE_DL=need_logits and not batch_stats, CENTER=False,
         POS=1 if two_pass else 0, **meta,
@@ -513,7 +513,7 @@ def backward(
         centre, inv_total = (gsum, gsumx), common[-1]
         if sync_means is not None:  # the means over every rank's batch
             centre, inv_total = sync_means(torch.stack((gsum, gsumx))).unbind(0), 1.0
-        _bwd_kernel[grid](
+        _bwd_kernel[bwd_grid](
             gv, xv, lv, dx_arg, dl_arg, weight, bias, mean, rstd, psum, psumx, *centre, pos, *common[:-1], inv_total,
             *strides,
             WRITE_DX=False, WRITE_PARTIALS=False, WRITE_DL=True, CENTER=True, POS=2, **meta,

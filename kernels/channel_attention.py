@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import as_ncp, cdiv, next_pow2, on_input_device, split_range, tuning
+from ._common import as_ncp, cdiv, grid, next_pow2, on_input_device, split_range, tuning
 from .contract import ChannelInputs
 from .layout import empty_ncp_like
 
@@ -57,8 +57,8 @@ def _fwd_kernel(
     HAS_SCALE: tl.constexpr, RESIDUAL: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
-    pid_c = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
+    n = tl.program_id(0).to(tl.int64)
+    pid_c = tl.program_id(1)
     start = tl.program_id(2) * RANGE
     end = tl.minimum(start + RANGE, HW)
     l_row = l_ptr + n * sln
@@ -84,8 +84,8 @@ def _bwd_dx_kernel(
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
     """dx = dy * k and the partial sums g[split, n, c] = sum_p dy * x over this program's range."""
-    pid_c = tl.program_id(0)
-    n = tl.program_id(1)
+    n = tl.program_id(0)
+    pid_c = tl.program_id(1)
     sp = tl.program_id(2)
     n64 = n.to(tl.int64)
     start = sp * RANGE
@@ -193,7 +193,7 @@ def forward(t: ChannelInputs) -> torch.Tensor:
     sln, slc, sv, ssn, ssc = _rows(logits, scale)
     block_c, block_p, block_l = _blocks(c, hw, sxc == 1)
     rng, split = split_range(hw, block_p, n * cdiv(c, block_c))
-    _fwd_kernel[(cdiv(c, block_c), n, split)](
+    _fwd_kernel[grid(n, cdiv(c, block_c), split)](
         xv, logits, sv, out, c, hw, rng, sxn, sxc, sxp, son, soc, sop, sln, slc, ssn, ssc,
         HAS_SCALE=scale is not None, RESIDUAL=residual,
         BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_L=block_l, num_warps=tuning().num_warps,
@@ -215,7 +215,7 @@ def backward(grad: torch.Tensor, t: ChannelInputs, need_x: bool) -> tuple[torch.
     block_c, block_p, block_l = _blocks(c, hw, sxc == 1)
     rng, split = split_range(hw, block_p, n * cdiv(c, block_c))
     pg = torch.empty((split, n, c), device=x.device, dtype=torch.float32)
-    _bwd_dx_kernel[(cdiv(c, block_c), n, split)](
+    _bwd_dx_kernel[grid(n, cdiv(c, block_c), split)](
         gv, xv, dx if need_x else xv, logits, sv, pg, n, c, hw, rng,
         sdn, sdc, sdp, sxn, sxc, sxp, sgn, sgc, sgp, sln, slc, ssn, ssc,
         HAS_SCALE=scale is not None, RESIDUAL=residual, WRITE_DX=need_x,
@@ -223,7 +223,7 @@ def backward(grad: torch.Tensor, t: ChannelInputs, need_x: bool) -> tuple[torch.
     )  # fmt: skip
     dl = torch.empty((n, c), device=x.device, dtype=logits.dtype)
     ds = torch.empty((n, c), device=x.device, dtype=scale.dtype) if scale is not None else logits.new_empty(0)
-    _bwd_logits_kernel[(n,)](
+    _bwd_logits_kernel[grid(n)](
         pg, logits, sv, dl, ds if scale is not None else dl, n, c, split, sln, slc, ssn, ssc,
         HAS_SCALE=scale is not None, BLOCK_L=block_l, num_warps=4,
     )  # fmt: skip

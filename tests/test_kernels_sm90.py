@@ -192,3 +192,38 @@ def test_tuning_env_var_sets_the_default_budget():
     assert run("tile=8192,num_warps=4").stdout.split() == ["8192", "2048", "4"]
     bad = run("tile=big")
     assert bad.returncode != 0 and "DDAKERN_TRITON_TUNING: bad entry 'tile=big'" in bad.stderr
+
+
+GRID_CODE = """
+import json, sys
+from bench import aot
+from ddakern.ops import registry
+out = []
+for spec in registry.ops():
+    for variant in spec.variants:
+        for shape in ((70000, 8, 7, 7), (3, 2048, 7, 7)):
+            with aot.capture() as launches:
+                aot.Case(spec.name, shape, "bf16", False, variant).launch()
+            out += [[spec.name, variant, shape[0], launch.name, list(launch.grid)] for launch in launches]
+print(json.dumps(out))
+"""
+
+
+def test_every_launch_grid_fits_cuda_at_a_batch_past_65535():
+    """CUDA allows 65535 programs on grid axes 1 and 2 (2**31 - 1 on axis 0), the interpreter any number:
+    the batch goes on axis 0 of every launch, so a batch of 70000 launches (it used to be on axis 1: a
+    GPU launch error from 65536 on). Launches recorded on fake tensors, nothing compiled or run."""
+    from kernels._common import GRID_LIMITS
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", GRID_CODE], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)
+    assert {r[3] for r in rows} == KERNELS
+    for op, variant, batch, kernel, grid in rows:
+        assert all(g <= limit for g, limit in zip(grid, GRID_LIMITS)), (op, variant, kernel, grid)
+        if kernel != "_stats_finalize_kernel":  # one program per channel block, whatever the batch
+            assert grid[0] == batch, (op, variant, kernel, grid)
+    with pytest.raises(ValueError, match="grid axis 1 exceed CUDA's limit of 65535"):
+        kcommon.grid(1, 65536)
