@@ -10,6 +10,8 @@ from ddakern import DDA
 from ddakern.models import create
 from ddakern.profiling import saved_tensor_bytes
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Triton: CUDA tensors, or the interpreter
+
 
 def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
@@ -18,8 +20,8 @@ def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def run(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
     x = x.clone().requires_grad_(True)
     y = module(x)
-    (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
-    return y.detach(), x.grad, grads(module)
+    (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)).sum().backward()
+    return y.detach().cpu(), x.grad.cpu(), {k: g.cpu() for k, g in grads(module).items()}
 
 
 def max_err(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -42,10 +44,10 @@ def test_fused_dda_block_matches_unfused_in_training(stage, channels, size):
     with ddakern.use_ops_backend("torch"):
         tight = run(fused64, x)
     plain32 = run(copy.deepcopy(plain64).float(), x.float())
-    fused32 = copy.deepcopy(plain64).float()
+    fused32 = copy.deepcopy(plain64).float().to(DEVICE)
     fused32.fused_ops = True
     with ddakern.use_ops_backend("triton"):
-        tri = run(fused32, x.float())
+        tri = run(fused32, x.float().to(DEVICE))
 
     def flat(r: tuple) -> dict[str, torch.Tensor]:
         return {"output": r[0], "grad x": r[1], **r[2]}

@@ -297,3 +297,22 @@ def test_triton_position_ranges_split_within_a_sample(training):
         assert kcommon.split_range(99, 8, 3) == (16, 7)  # backward: six ranges of 16, one of 3
         x, logits, p = make_inputs(3, 19, 9, 11)
         compare("triton", x, logits, p, training)
+
+
+def test_torch_backend_reads_no_value_back_off_the_cpu():
+    """On a GPU the torch backend runs for fp64 under "auto" and for --ops-backend torch: its forward and
+    backward must not read a tensor value back (a host sync each step; the overflow test of the exp2
+    softmax did). Meta tensors have no values, so any read raises; the CPU result is the shifted one's."""
+    from ddakern.ops import attention_residual as ar
+    from kernels.contract import ResidualGrads, ResidualTensors
+
+    g = torch.Generator().manual_seed(7)
+    x, logits = torch.randn(2, 5, 3, 3, generator=g), torch.randn(2, 5, 3, 3, generator=g)
+    weight, bias, mean = torch.rand(5, generator=g) + 0.5, torch.randn(5, generator=g), torch.randn(5, generator=g)
+    rstd = torch.rand(5, generator=g) + 0.5
+    meta = ResidualTensors(*(t.to("meta") for t in (x, logits, weight, bias, mean, rstd)))
+    out = ar.torch_forward(meta)
+    dx, dl, dw, db = ar.torch_backward(torch.empty_like(out), meta, ResidualGrads(True, True, True))
+    assert out.shape == dx.shape == dl.shape == x.shape and dw.shape == db.shape == (5,)
+    z = ar._scaled_logits(logits, weight, bias, mean, rstd)
+    torch.testing.assert_close(ar._softmax2(z.clone(), inplace=True), ar._softmax2_shifted(z), rtol=1e-6, atol=1e-7)

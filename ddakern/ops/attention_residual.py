@@ -123,7 +123,11 @@ def _softmax2(z2: torch.Tensor, inplace: bool) -> torch.Tensor | None:
 
     z2 >= 0 (after the relu) means 2^z2 >= 1 never underflows, so no per-position max is needed unless
     the sum overflows (z2 near 128, rare): then this returns None and the caller uses _softmax2_shifted.
+    Off the CPU (a GPU running the torch backend: fp64 under "auto", or --ops-backend torch) the
+    shifted softmax always: testing the sum for overflow reads a value back, a host sync in every step.
     """
+    if z2.device.type != "cpu":
+        return _softmax2_shifted(z2)
     e = z2.exp2_() if inplace else z2.exp2()
     total = e.sum(dim=1, keepdim=True)
     if not bool(total.isfinite().all()):
