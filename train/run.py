@@ -92,16 +92,21 @@ def mean_class_accuracy(r: EvalResult) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def log_memory_estimate(cfg: Config, net: torch.nn.Module) -> None:
+def log_memory_estimate(cfg: Config, net: torch.nn.Module, device: torch.device) -> None:
     """The run header's memory line: ddakern.memory's estimate for this model, mode and batch (CPU forwards)."""
     from ddakern import dispatch, memory
 
     amp = cfg.amp if cfg.amp in memory.AMP_DTYPES else "none"
     probe = copy.deepcopy(net).cpu()
-    # the probe runs on the CPU: --ops-backend triton (CUDA tensors only, unless interpreted) is measured
-    # through the fused ops' torch backend, which saves the same tensors for backward
+    # the probe runs on the CPU: where the run's fused ops take the Triton kernels (--ops-backend triton, or
+    # auto on CUDA) it measures through the fused ops' torch backend, which saves the same tensors for
+    # backward (Triton refuses CPU tensors outside the interpreter; auto on the CPU would pick the unfused
+    # reference for the probe's small batches and overstate the figure)
     mode = dispatch.current_mode()
-    on_cpu = "torch" if mode == "triton" and not dispatch.triton_interpreting() else mode
+    fused_on_gpu = (mode == "triton" and not dispatch.triton_interpreting()) or (
+        mode == "auto" and device.type == "cuda"
+    )
+    on_cpu = "torch" if fused_on_gpu else mode
     with dispatch.use_ops_backend(on_cpu):
         (est,) = memory.measure(probe, cfg.image_size, amp, modes=[cfg.recompute])
     log.info(
@@ -167,7 +172,7 @@ def train(ckpt: dict[str, Any] | None, session: Session) -> int:
     seed_everything(cfg.seed)
     net = build_net(cfg, len(class_names), env.device)
     if env.is_main and cfg.memory_estimate:
-        log_memory_estimate(cfg, net)
+        log_memory_estimate(cfg, net, env.device)
     if env.rank:
         torch.manual_seed(cfg.seed + env.rank)  # distinct dropout streams per rank
     if ckpt is not None and list(ckpt["class_names"]) != list(class_names):
