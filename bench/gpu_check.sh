@@ -39,6 +39,8 @@
 #            ~110 s limit reached about half-way (headline first, then bf16), the sweep last (often cut)
 #   stage 3: steps: 10 s + 6 rows (warm-up 3-60 s: resnet50_dda compiles 37 kernels; 10 steps ~0.5 s):
 #            60-110 s; compile: 10 s + 40-90 s per model (resnet50_dda likely cut at 480 s)
+#   every loop (pytest tests, budget rows, stage 3 rows) starts an item only while more time is left than its
+#   longest item so far took (stage 3 compile: 50 s before the first), so an item is skipped, not killed
 #   whole: <= 480 s by construction, + at most 10 s KILL grace; the device call allows 540 s.
 # Environment: OUT (results folder), GPU_CHECK_BUDGET_S (whole budget, default 480 s; the device call allows
 # 540 s), GPU_CHECK_STAGES (default "0 1 2 3"), GPU_CHECK_CAP_<part> (a part's limit in s),

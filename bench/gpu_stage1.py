@@ -73,7 +73,7 @@ class Recorder:
         self.failures = chk.data.setdefault("failures", [])
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        if self.chk.left() < 0:
+        if not self.chk.room_for_next():
             self.counts["skipped_deadline"] = self.counts.get("skipped_deadline", 0) + 1
             pytest.skip("gpu_check: soft deadline reached")
 
@@ -123,7 +123,7 @@ def run_budget(sf: StageFile, dev: torch.device) -> bool:
     ok = True
     plan = budget_plan(mode)
     for i, (op, dname, cl, budget, c, s) in enumerate(plan):
-        if chk.left() < 0:
+        if not chk.room_for_next():
             chk.data["skipped_deadline"] = [f"{o} {d} {'CL' if l else 'NCHW'} {b} {cc}@{ss}"
                                             for o, d, l, b, cc, ss in plan[i:]]  # fmt: skip
             break

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 _PROCESS_START = time.monotonic()
+_clock = time.monotonic  # the item timer of Check.room_for_next (a test replaces it)
 
 
 def soft_deadline_left() -> float:
@@ -96,6 +97,8 @@ class Check:
         self.file, self.name = stage_file, name
         self.started = time.monotonic()
         self.data: dict[str, Any] = {"status": "running", "part": part, "started_at": now()}
+        self._item_started: float | None = None
+        self._longest_item = 0.0
         stage_file.data.setdefault("checks", {})[name] = self.data
         self.save()
         signal.signal(signal.SIGTERM, self._on_term)
@@ -109,6 +112,18 @@ class Check:
     def left(self) -> float:
         """Seconds left before the soft deadline of this process (inf when none is set)."""
         return soft_deadline_left()
+
+    def room_for_next(self, first_guess_s: float = 0.0) -> bool:
+        """Call before each item (row, test): whether it is likely to end before the soft deadline, i.e.
+        more time is left than the longest item so far took (`first_guess_s` before the first has ended).
+        An item started with less is likely killed by the hard timeout (the margin between the two is 15%
+        of the part: often shorter than one compile-heavy row), losing that item and failing the part."""
+        t = _clock()
+        if self._item_started is not None:
+            self._longest_item = max(self._longest_item, t - self._item_started)
+        self._item_started = t
+        need = self._longest_item if self._longest_item > 0 else first_guess_s
+        return self.left() > need
 
     def save(self) -> None:
         self.data["elapsed_s"] = round(time.monotonic() - self.started, 3)

@@ -182,3 +182,28 @@ def test_soft_deadline_counts_from_the_parts_start_and_stage0_times_one_step_pas
     assert gpu_stage0.step_check(sf, torch.device("cpu"))
     step = json.loads((tmp_path / "stage0.json").read_text())["checks"]["step"]
     assert len(step["step_ms"]) == 1 and step["images_per_s"] > 0 and "fewer timed steps" in step["note"]
+
+
+def test_an_item_starts_only_when_the_longest_so_far_still_fits(monkeypatch, tmp_path) -> None:
+    """Between the soft deadline and the hard timeout lie 15% of a part's limit, often less than one compile-
+    heavy row: a row started just before the soft deadline was killed mid-way (the row lost, the part and
+    the whole check failed; stage 3's resnet50_dda compile row always was). Each loop now starts an item
+    only when more time is left than its longest item so far took (a first guess before the first)."""
+    from bench import stagefile
+
+    clock = [1000.0]
+    left = [100.0]
+    monkeypatch.setattr(stagefile, "_clock", lambda: clock[0])
+    monkeypatch.setattr(stagefile, "soft_deadline_left", lambda: left[0] - (clock[0] - 1000.0))
+    chk = stagefile.StageFile(tmp_path / "stage3.json").check("compile", part="compile")
+    assert not chk.room_for_next(first_guess_s=120)  # no row has run: the guess decides
+    assert chk.room_for_next(first_guess_s=50)
+    clock[0] += 60  # that row took 60 s: 40 left
+    assert not chk.room_for_next(first_guess_s=50)  # the next would be killed: skipped instead
+    chk2 = stagefile.StageFile(tmp_path / "stage1.json").check("pytest", part="pytest")
+    clock[0], left[0] = 1000.0, 30.0
+    assert all(chk2.room_for_next() for _ in range(3))  # instant items fit while time is left
+    clock[0] += 10
+    assert chk2.room_for_next()  # 20 s left, longest 10 s
+    clock[0] += 12
+    assert not chk2.room_for_next()  # 8 s left, longest 12 s
