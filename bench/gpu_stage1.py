@@ -181,20 +181,19 @@ def run_memcheck(sf: StageFile) -> bool:
     chk.data["command"] = " ".join(cmd)
     chk.save()
     left = chk.left()
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=None if left == float("inf") else
-                             max(left, 5))  # fmt: skip
+    try:  # in its own process group: on a timeout the python it runs is killed too, not left on the GPU
+        rc, stdout, stderr = chk.run(cmd, env, timeout=None if left == float("inf") else max(left, 5))
     except subprocess.TimeoutExpired as exc:
-        tail = (exc.stdout or b"")[-3000:]
-        chk.data.update(note="memcheck ran past the soft deadline", tail=str(tail))
+        tail = str(exc.stdout or "")[-3000:]
+        chk.data.update(note="memcheck ran past the soft deadline", tail=tail)
         return chk.finish(False, status="timeout")
-    text = res.stdout + res.stderr
+    text = stdout + stderr
     m = re.search(r"ERROR SUMMARY: (\d+) error", text)
-    case = re.search(r"^MEMCHECK_CASE (\{.*\})$", res.stdout, re.M)
-    chk.data.update(rc=res.returncode, errors=int(m.group(1)) if m else None, tail=text[-3000:].splitlines(),
+    case = re.search(r"^MEMCHECK_CASE (\{.*\})$", stdout, re.M)
+    chk.data.update(rc=rc, errors=int(m.group(1)) if m else None, tail=text[-3000:].splitlines(),
                     case=json.loads(case.group(1)) if case else None)  # fmt: skip
-    ok = res.returncode == 0 and m is not None and int(m.group(1)) == 0 and case is not None
-    print(f"stage1 memcheck: rc={res.returncode} errors={chk.data['errors']}", flush=True)
+    ok = rc == 0 and m is not None and int(m.group(1)) == 0 and case is not None
+    print(f"stage1 memcheck: rc={rc} errors={chk.data['errors']}", flush=True)
     return chk.finish(ok)
 
 

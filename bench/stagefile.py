@@ -18,9 +18,11 @@ milliseconds (importing ddakern would import torch); hence its own six-line atom
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,11 +101,13 @@ class Check:
         self.data: dict[str, Any] = {"status": "running", "part": part, "started_at": now()}
         self._item_started: float | None = None
         self._longest_item = 0.0
+        self._groups: list[int] = []  # process groups of running subprocesses, killed with this check
         stage_file.data.setdefault("checks", {})[name] = self.data
         self.save()
         signal.signal(signal.SIGTERM, self._on_term)
 
     def _on_term(self, signum: int, frame: Any) -> None:
+        self._kill_groups()
         self.data["status"] = "killed"
         self.data["note"] = "SIGTERM (the part's hard timeout) during this check"
         self.save()
@@ -124,6 +128,32 @@ class Check:
         self._item_started = t
         need = self._longest_item if self._longest_item > 0 else first_guess_s
         return self.left() > need
+
+    def run(self, cmd: list[str], env: dict[str, str], timeout: float | None) -> tuple[int, str, str]:
+        """Run cmd in its own process group; when it exits, past `timeout`, or when this part is killed, the
+        whole group is killed: a tool that runs a child (compute-sanitizer runs python) would otherwise leave
+        that child running on the GPU into the next part's timings. Output goes to files, not pipes, so a
+        child left holding them cannot keep this waiting. Raises subprocess.TimeoutExpired (with the output
+        so far) after killing the group."""
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, start_new_session=True)
+            self._groups.append(proc.pid)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._kill_groups()
+                proc.wait()
+                out.seek(0), err.seek(0)
+                raise subprocess.TimeoutExpired(cmd, timeout or 0, output=out.read(), stderr=err.read()) from None
+            finally:
+                self._kill_groups()  # anything the tool left behind
+            out.seek(0), err.seek(0)
+            return proc.returncode, out.read(), err.read()
+
+    def _kill_groups(self) -> None:
+        while self._groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._groups.pop(), signal.SIGKILL)
 
     def save(self) -> None:
         self.data["elapsed_s"] = round(time.monotonic() - self.started, 3)

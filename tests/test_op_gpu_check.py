@@ -207,3 +207,39 @@ def test_an_item_starts_only_when_the_longest_so_far_still_fits(monkeypatch, tmp
     assert chk2.room_for_next()  # 20 s left, longest 10 s
     clock[0] += 12
     assert not chk2.room_for_next()  # 8 s left, longest 12 s
+
+
+def test_a_timed_out_tool_takes_its_child_with_it(tmp_path) -> None:
+    """memcheck runs `compute-sanitizer python ...`: on the soft timeout only the sanitizer was killed and the
+    python it ran went on using the GPU into the next part's timings. Check.run kills the tool's whole
+    process group, on a timeout and after a normal exit (anything left in the background)."""
+    import time
+
+    from bench.stagefile import StageFile
+
+    chk = StageFile(tmp_path / "stage1.json").check("memcheck", part="memcheck")
+    pidfile = tmp_path / "child.pid"
+    tool = ["bash", "-c", f"sleep 60 & echo $! > {pidfile}; echo started; wait"]  # a tool running a child
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+    with pytest.raises(subprocess.TimeoutExpired) as e:
+        chk.run(tool, dict(os.environ), timeout=1.5)
+    assert "started" in e.value.stdout
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child)
+    rc, out, _ = chk.run(["bash", "-c", f"sleep 60 & echo $! > {pidfile}; echo done"], dict(os.environ), timeout=30)
+    child = int(pidfile.read_text())
+    assert rc == 0 and out.strip() == "done"
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child)
