@@ -122,6 +122,9 @@ def environment(dev: torch.device) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "compute_sanitizer": sanitizer(),
+        # Triton builds its launcher and Inductor its CPU kernels with a C compiler: a missing one is named
+        # here, before the first compile fails with a longer message
+        "c_compiler": next((p for p in map(shutil.which, ("cc", "gcc", "clang")) if p), None),
         "optional": {m: _exists(m) for m in ("torchvision", "nvidia.dali")},
     }
     if dev.type == "cuda":

@@ -71,6 +71,7 @@ def test_stage_results(dry_run):
     out, _ = dry_run
     s0 = stage(out, 0)["checks"]
     assert s0["env"]["dry_run"] and s0["env"]["torch"]
+    assert s0["env"]["c_compiler"] and Path(s0["env"]["c_compiler"]).is_file()  # this machine has gcc
     assert [r["op"] for r in s0["ops"]["rows"]] == ["attention_residual", "channel_attention"]
     assert all(r["ok"] and 0 <= r["worst_fraction_of_allowance"] <= 1 for r in s0["ops"]["rows"])
     assert s0["step"]["ok"] and s0["step"]["images_per_s"] > 0 and len(s0["step"]["losses"]) == 2
