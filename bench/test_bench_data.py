@@ -16,8 +16,10 @@ import pytest
 import torch
 from benchutil import SCALE, median_s, sync
 
-from train.data import SampleSet, build_loader, dali_available, make_synthetic
-from train.data.layouts import load_layout
+pytest.importorskip("PIL")  # the synthetic set's writer: without Pillow (the GPU machine may lack it) skip, not stop
+
+from train.data import SampleSet, build_loader, dali_available, make_synthetic  # noqa: E402
+from train.data.layouts import load_layout  # noqa: E402
 
 DATASETS = ("rafdb", "fer2013")
 # row -> (build_loader's loader, the device its pipeline runs on; None: the benchmark device)

@@ -16,15 +16,18 @@ import pytest
 import torch
 from benchutil import SCALE, median_s, skip_compile_if_disabled, sync
 
-from ddakern.inference.backends import OnnxBackend, TorchBackend
-from ddakern.inference.checkpoint import ModelSpec
-from ddakern.inference.detect import HaarDetector, crop, square_box
-from ddakern.inference.export import export
-from ddakern.inference.predictor import Predictor
-from ddakern.models import create
-
+# before the imports that need them: a machine without them (the GPU machine may lack all three) skips this
+# module instead of stopping the whole benchmark run at collection
+pytest.importorskip("PIL")
 cv2 = pytest.importorskip("cv2")
 skimage_data = pytest.importorskip("skimage.data")
+
+from ddakern.inference.backends import OnnxBackend, TorchBackend  # noqa: E402
+from ddakern.inference.checkpoint import ModelSpec  # noqa: E402
+from ddakern.inference.detect import HaarDetector, crop, square_box  # noqa: E402
+from ddakern.inference.export import export  # noqa: E402
+from ddakern.inference.predictor import Predictor  # noqa: E402
+from ddakern.models import create  # noqa: E402
 
 IMAGE_SIZE = 224 if SCALE.cuda else 64
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

@@ -45,3 +45,24 @@ def test_set_rng_state_counts(monkeypatch, caplog, visible: int) -> None:
         checkpoint.set_rng_state(state)
     assert restored == list(range(visible))
     assert ("restored 0" in caplog.text) == (visible == 0) and ("RNG" in caplog.text) == (visible == 0)
+
+
+def test_cuda_rng_state_follows_the_runs_device(monkeypatch, caplog) -> None:
+    """The state saved is the run's device's generator (cuda:1 for a run on cuda:1, not every device by
+    number), and it is restored onto the device of the resumed run, whatever its number; a resume off CUDA
+    says it cannot restore it."""
+    generators = {0: torch.full((16,), 0, dtype=torch.uint8), 1: torch.full((16,), 1, dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": generators[torch.device(device).index])
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state", lambda s, device="cuda": generators.__setitem__(torch.device(device).index, s)
+    )
+    state = checkpoint.rng_state(torch.device("cuda", 1))
+    assert torch.equal(state["cuda_device"], generators[1]) and "cuda" not in state
+    assert "cuda_device" not in checkpoint.rng_state(torch.device("cpu"))
+    generators[1] = torch.full((16,), 9, dtype=torch.uint8)  # both generators move on
+    generators[0] = torch.full((16,), 7, dtype=torch.uint8)
+    checkpoint.set_rng_state(state, torch.device("cuda", 0))  # resumed on another GPU
+    assert generators[0].tolist() == [1] * 16 and generators[1].tolist() == [9] * 16
+    with caplog.at_level(logging.WARNING, logger="train"):
+        checkpoint.set_rng_state(state, torch.device("cpu"))
+    assert "CUDA RNG state; this run is on cpu: not restored" in caplog.text

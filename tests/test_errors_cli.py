@@ -217,3 +217,23 @@ def test_pretrained_random_file_is_one_line(data: Path, tmp_path: Path, capfd) -
     rc, _, err = cli(args, ROOT, capfd)
     one_line(rc, err, 1, str(bad), after_start=True)
     assert "weights_only" not in err[-1]
+
+
+def test_resume_chooses_its_device_now_and_may_turn_fp16_on(data: Path, trained: Path, tmp_path: Path, capfd) -> None:
+    """A run saved with --device cuda:1 resumes on the device chosen now (here the CPU; it failed with "this
+    machine has 1 CUDA GPU(s)" on a one-GPU machine), and a run trained without fp16 resumes with --amp fp16
+    (its GradScaler state is empty, which GradScaler.load_state_dict refused with a traceback)."""
+    from ddakern import atomic
+    from train.run import configure
+
+    run = copy_run(trained, tmp_path / "run")
+    ckpt = checkpoint.load(run / "last.pt")
+    assert ckpt["scaler"] == {}
+    ckpt["config"]["device"] = "cuda:1"
+    atomic.torch_save(ckpt, run / "last.pt")
+    cfg, _ = configure(["--resume", str(run / "last.pt")])
+    assert cfg.device != "cuda:1"
+    args = [*TINY, "--data-root", str(data), "--epochs", "2", "--amp", "fp16", "--resume", str(run / "last.pt")]
+    rc, _, err = cli(args, ROOT, capfd)
+    assert rc == 0, err
+    assert checkpoint.load(run / "last.pt")["scaler"]  # the fp16 epoch's scale was saved

@@ -138,7 +138,8 @@ def restore_checkpoint(
     optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt["scheduler"] is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
+    if ckpt["scaler"]:  # empty when saved without fp16 (GradScaler refuses an empty state): a fresh scale
+        scaler.load_state_dict(ckpt["scaler"])
     for k in _STATE_KEYS:
         setattr(state, k, ckpt[k])
     state.best_weights = ckpt.get("best_weights", "raw")
@@ -154,20 +155,30 @@ def restore_checkpoint(
     return None
 
 
-def rng_state() -> dict[str, Any]:
-    """RNG states of python, numpy, torch CPU and (if initialised) CUDA."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """RNG states of python, numpy, torch CPU and, for a run on a CUDA device, that device's generator (the one
+    its dropout and augmentation draw from: cuda:1 in a run on cuda:1, whichever device is current)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what rng_state captured; CUDA states only for the devices visible now (a resume may see
-    fewer GPUs than the run that saved them: the rest are dropped, with a warning)."""
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what rng_state captured. The saved CUDA generator state goes to this run's device, whatever
+    its number (a run saved on cuda:1 may resume on cuda:0 or under CUDA_VISIBLE_DEVICES=1); a run resumed
+    off CUDA cannot restore it (a warning). Checkpoints written before kept every device's state by
+    number ("cuda"): restored by number, for the devices visible now (the rest dropped, with a warning)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
+    if "cuda_device" in state:
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_device"].cpu(), device)
+        else:
+            log.warning(f"checkpoint holds a CUDA RNG state; this run is on {device or 'cpu'}: not restored "
+                        "(the run is not bitwise-resumable)")  # fmt: skip
+        return
     saved = state.get("cuda") or []
     visible = torch.cuda.device_count() if saved and torch.cuda.is_available() else 0
     for i, s in enumerate(saved[:visible]):

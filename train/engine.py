@@ -137,7 +137,7 @@ class Trainer:
     def save(self, name: str, weights: str = "raw") -> Path:
         """Gather every rank's RNG state and write out/<name> from rank 0 (all ranks must call); `weights`:
         which weights go under "model" (best.pt: the selected ones, raw or EMA)."""
-        rng = gather_objects(ckpt_io.rng_state(), self.env)
+        rng = gather_objects(ckpt_io.rng_state(self.env.device), self.env)
         path = self.out / name
         if self.env.is_main:
             ckpt = ckpt_io.build_checkpoint(
@@ -292,7 +292,7 @@ class Trainer:
         if self._replay:
             self._replay = False
             replay_epochs(loader, epoch)
-        it = seek(loader, epoch, self.state.step, self._resume_rng)
+        it = seek(loader, epoch, self.state.step, self._resume_rng, self.env.device)
         self._resume_rng = None
         return it
 

@@ -43,7 +43,7 @@ FUSION_DEFAULTS: dict[str, dict[str, Any]] = {
     "attention": {"epochs": 8, "lr": 1e-3, "weight_decay": 1e-4},
 }
 """Training defaults per method (the published work does not give them); every one is a flag."""
-_MEMBER_KEYS_NOT_INHERITED = {"resume", "out", "epochs", "lr", "weight_decay", "early_stop", "scheduler"}
+_MEMBER_KEYS_NOT_INHERITED = {"resume", "out", "epochs", "lr", "weight_decay", "early_stop", "scheduler", "device"}
 
 
 def parse_fusion_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -53,8 +53,9 @@ def configure(argv: Sequence[str]) -> tuple[Config, dict[str, Any] | None]:
     else:
         path = Path(cfg.resume)
     ckpt = ckpt_io.load(path)
-    # debug switches and the resume source apply to one invocation only
-    base = {k: v for k, v in ckpt["config"].items() if not k.startswith("debug_") and k != "resume"}
+    # debug switches, the resume source and the device apply to one invocation only (a run saved on cuda:1
+    # resumes on a one-GPU machine, or under torchrun, on the device chosen now)
+    base = {k: v for k, v in ckpt["config"].items() if not k.startswith("debug_") and k not in ("resume", "device")}
     cfg = resolve(cli, toml, base=base)
     # the run continues in the checkpoint's own folder, wherever it is resumed from or whatever --out says
     home = path.absolute().parent
