@@ -188,3 +188,38 @@ def test_onnx_backend_runs_on_the_gpu_asked_for(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError):
         backends.OnnxBackend(onnx_file, "cpu")
     assert seen[-1] == ["CPUExecutionProvider"]
+
+
+def test_onnx_on_a_gpu_without_a_usable_cuda_provider_is_said(tmp_path, monkeypatch, capsys):
+    """ONNX Runtime falls back to the CPU without an error when its CUDA provider cannot be used (the CPU
+    `onnxruntime` package installed beside onnxruntime-gpu, or CUDA libraries it cannot load): an explicit
+    --device cuda is refused in one line, auto says it runs on the CPU. The session is a stand-in (no GPU
+    here) answering get_providers() as ONNX Runtime does after such a fallback."""
+    import torch
+
+    ort = pytest.importorskip("onnxruntime")
+    from ddakern.inference import backends
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+    class FellBack:
+        def __init__(self, path, providers):
+            pass
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+        def get_inputs(self):
+            raise RuntimeError("stand-in: past the provider check")
+
+    monkeypatch.setattr(ort, "InferenceSession", FellBack)
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"--device cuda: ONNX Runtime has no usable CUDA provider") as e:
+        backends.OnnxBackend(onnx_file, "cuda")
+    assert "\n" not in str(e.value)
+    with pytest.raises(RuntimeError, match="past the provider check"):
+        backends.OnnxBackend(onnx_file, "auto")
+    assert "running on the CPU: ONNX Runtime has no usable CUDA provider" in capsys.readouterr().err

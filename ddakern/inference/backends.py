@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,6 +88,18 @@ class OnnxBackend:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own types for bad files
             raise CheckpointError(f"{path}: ONNX Runtime cannot load this file ({type(e).__name__})") from None
+        if dev.type == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # the CPU `onnxruntime` package (or an onnxruntime-gpu that cannot load its CUDA libraries) runs the
+            # model on the CPU without a word: an explicit GPU is refused, auto says it runs on the CPU
+            have = ", ".join(self.session.get_providers())
+            why = (
+                f"ONNX Runtime has no usable CUDA provider (providers {have}; install onnxruntime-gpu alone: "
+                "beside the CPU onnxruntime package it loses its CUDA provider)"
+            )
+            if device not in (None, "auto"):
+                raise CheckpointError(f"{path}: --device {device}: {why}; or use --device cpu")
+            self.name = "onnxruntime (CPU: no usable CUDA provider)"
+            print(f"{path}: running on the CPU: {why}", file=sys.stderr)
         self.input_name = self.session.get_inputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         if SPEC_KEY not in meta:
