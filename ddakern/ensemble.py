@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ddakern.models.weights import CLASSIFIER_PREFIXES
+
 METHODS = ("late", "early", "joint", "attention")
 
 
@@ -32,6 +34,12 @@ class FusionBase(nn.Module):
         if freeze_members:
             freeze(member1)
             freeze(member2)
+        else:  # trained through forward_features only: each member's own classifier gets no gradient, which
+            # DDP's reducer takes for a missing one (an error at the second step under torchrun); kept as is
+            for member in (member1, member2):
+                for name, p in member.named_parameters():
+                    if name.startswith(CLASSIFIER_PREFIXES):
+                        p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> FusionBase:
         super().train(mode)

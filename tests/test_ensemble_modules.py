@@ -42,6 +42,9 @@ def test_training_updates_only_what_the_method_trains(method, members):
     for _ in range(2):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(fused(x), y).backward()
+        # every trainable parameter gets a gradient: DDP (torchrun) stops at the second step otherwise (the
+        # joint method's members' own classifiers, unused by the fusion, had requires_grad on)
+        assert [n for n, p in fused.named_parameters() if p.requires_grad and p.grad is None] == []
         opt.step()
     after = fused.state_dict()
     member_keys = [k for k in before if k.startswith("member")]

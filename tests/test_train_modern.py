@@ -333,3 +333,29 @@ def test_all_methods_resume_bitwise_and_checkpoint_their_state(tmp_path, monkeyp
     assert [e.step for e in acc.Scalars("loss/train")] == [1, 2]
     summary = json.loads((a / "summary.json").read_text())
     assert summary["selected_weights"] in ("raw", "ema") and summary["selected_weights"] == ca["best_weights"]
+
+
+def test_each_rank_erases_and_mixes_with_its_own_draws() -> None:
+    """torchrun ranks start from one seed (the same initial weights); once the model is built each draws
+    from seed + rank in all three generators RandomErasing, mixup/cutmix and dropout use (only torch's was
+    re-seeded: every rank erased and mixed its images with the same draws). Rank 0 keeps the seed's."""
+    import random
+
+    import numpy as np
+
+    from train.cli import seed_everything, seed_rank
+
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    seed_everything(5)
+    seed_rank(5, 0)
+    rank0 = draws()
+    seed_everything(5)
+    seed_rank(5, 1)
+    rank1 = draws()
+    seed_everything(5)
+    assert draws() == rank0
+    assert all(a != b for a, b in zip(rank0, rank1))
+    seed_everything(6)
+    assert draws() == rank1

@@ -61,6 +61,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_rank(seed: int, rank: int) -> None:
+    """Called once the model is built (the same initial weights on every rank): from here each rank draws
+    from its own streams, seed + rank, for what it draws alone: dropout (torch), RandomErasing (Python's
+    random) and mixup/cutmix (NumPy's). Re-seeding torch only left every rank erasing and mixing its images
+    with the same draws. Rank 0 keeps the seed's streams, so a one-process run is unchanged."""
+    if rank:
+        seed_everything(seed + rank)
+
+
 def enable_fused_ops(cfg: Config) -> None:
     """--fused-ops: select the fused-op backend (--ops-backend) before models are built."""
     if cfg.fused_ops:

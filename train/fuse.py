@@ -29,7 +29,7 @@ from ddakern.inference.checkpoint import model_of
 from ddakern.models import list_models
 
 from . import checkpoint as ckpt_io
-from .cli import Session, enable_fused_ops, run_entry, seed_everything
+from .cli import Session, enable_fused_ops, run_entry, seed_everything, seed_rank
 from .config import Config, ConfigError, parse_cli, resolve
 from .engine import Trainer, autocast_factory
 from .evaluate import evaluate_all
@@ -136,6 +136,7 @@ def fuse(job: tuple[argparse.Namespace, list[dict[str, Any]]], session: Session)
     enable_fused_ops(cfg)
     members = [model_of(c, p, fused_ops=cfg.fused_ops)[0].to(env.device) for c, p in zip(ckpts, args.members)]
     fused = create_ensemble(args.method, *members, len(names), **fusion_options(args)).to(env.device)
+    seed_rank(cfg.seed, env.rank)  # the fusion head's dropout and any erasing/mixing: each rank its own draws
     fused.set_grad_checkpointing(cfg.recompute)  # both members (frozen ones run without grad anyway)
     loaders = make_loaders(cfg, env, splits, session.loader)
     meta = {"method": args.method, "members": [str(p) for p in args.members], "options": fusion_options(args)}

@@ -26,7 +26,7 @@ import torch
 from ddakern.models import create
 
 from . import checkpoint as ckpt_io
-from .cli import Session, enable_fused_ops, run_entry, seed_everything
+from .cli import Session, enable_fused_ops, run_entry, seed_everything, seed_rank
 from .config import Config, ConfigError, parse_cli, resolve
 from .data.layouts import Layout
 from .engine import Trainer
@@ -174,8 +174,7 @@ def train(ckpt: dict[str, Any] | None, session: Session) -> int:
     net = build_net(cfg, len(class_names), env.device)
     if env.is_main and cfg.memory_estimate:
         log_memory_estimate(cfg, net, env.device)
-    if env.rank:
-        torch.manual_seed(cfg.seed + env.rank)  # distinct dropout streams per rank
+    seed_rank(cfg.seed, env.rank)
     if ckpt is not None and list(ckpt["class_names"]) != list(class_names):
         raise ckpt_io.CheckpointError(
             f"{cfg.resume}: checkpoint classes ({', '.join(ckpt['class_names'])}) are not the data's "
