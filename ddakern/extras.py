@@ -1,7 +1,7 @@
 """The optional packages each command needs, checked when it starts, before any work.
 
 `pip install ddakern` installs the library; the extras add what its commands import: `[train]` the
-engine's (train, fuse, prepare), `[predict]` predict's and export's. A missing (or broken) one is a
+engine's (train, fuse, prepare, reproduce), `[predict]` predict's and export's. A missing (or broken) one is a
 `MissingExtra` whose message is one line naming the package and the extra to install; the engine's
 entry modules check at their top (`python -m train.run` too), the `ddakern` command before importing one.
 """
