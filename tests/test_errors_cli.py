@@ -223,17 +223,25 @@ def test_resume_chooses_its_device_now_and_may_turn_fp16_on(data: Path, trained:
     """A run saved with --device cuda:1 resumes on the device chosen now (here the CPU; it failed with "this
     machine has 1 CUDA GPU(s)" on a one-GPU machine), and a run trained without fp16 resumes with --amp fp16
     (its GradScaler state is empty, which GradScaler.load_state_dict refused with a traceback)."""
+    import torch
+
     from ddakern import atomic
+    from train.engine import make_optimizer
     from train.run import configure
 
-    run = copy_run(trained, tmp_path / "run")
-    ckpt = checkpoint.load(run / "last.pt")
+    folder = copy_run(trained, tmp_path / "run")
+    ckpt = checkpoint.load(folder / "last.pt")
     assert ckpt["scaler"] == {}
     ckpt["config"]["device"] = "cuda:1"
-    atomic.torch_save(ckpt, run / "last.pt")
-    cfg, _ = configure(["--resume", str(run / "last.pt")])
+    atomic.torch_save(ckpt, folder / "last.pt")
+    cfg, _ = configure(["--resume", str(folder / "last.pt")])
     assert cfg.device != "cuda:1"
-    args = [*TINY, "--data-root", str(data), "--epochs", "2", "--amp", "fp16", "--resume", str(run / "last.pt")]
-    rc, _, err = cli(args, ROOT, capfd)
-    assert rc == 0, err
-    assert checkpoint.load(run / "last.pt")["scaler"]  # the fp16 epoch's scale was saved
+    # the resumed run's components, as train.run builds them with --amp fp16, take the checkpoint's state
+    net = run.build_net(cfg, len(ckpt["class_names"]), torch.device("cpu"))
+    optimizer, _ = make_optimizer(cfg, net.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    checkpoint.restore_checkpoint(
+        ckpt, state=checkpoint.State(), net=net, optimizer=optimizer, scheduler=None, scaler=scaler, rank=0,
+        world_size=ckpt["world_size"], model_name=ckpt["model_name"], num_classes=len(ckpt["class_names"]),
+    )  # fmt: skip
+    assert scaler.is_enabled() and scaler.get_scale() == 65536.0  # a fresh scale
