@@ -9,6 +9,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ddakern.inference.backends import cuda_device_problem
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -32,14 +34,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """ "auto" -> cuda:<local_rank> when CUDA is available, else cpu; "cuda" -> cuda:<local_rank>."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available on this machine")
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise RuntimeError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    device = torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    problem = cuda_device_problem(device) if device.type == "cuda" else None
+    if problem:
+        raise RuntimeError(f"--device {name}: {problem}")
     return device
 
 

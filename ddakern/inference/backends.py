@@ -21,6 +21,17 @@ SPEC_KEY = "ddakern_spec"
 """Metadata key of exported files: the ModelSpec (classes, input size, normalisation) as JSON."""
 
 
+def cuda_device_problem(dev: torch.device) -> str | None:
+    """Why the CUDA device `dev` cannot be used on this machine (no GPU, or an index past the last one), in
+    words that follow the device's name; None when it can."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return "this machine has no CUDA GPU (use auto or cpu)"
+    if dev.index is not None and dev.index >= count:
+        return f"this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+    return None
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """ "auto"/None -> CUDA when available, else CPU. Any other value must name a device this machine has:
     a typo, CUDA without a GPU or a GPU index past the last is a one-line ValueError here, not a torch
@@ -31,13 +42,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device {str(device)!r} is not a device name (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"device {str(device)!r}: this machine has no CUDA GPU (use auto or cpu)")
-        if dev.index is not None and dev.index >= count:
-            last = f"cuda:{count - 1}"
-            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s), cuda:0 to {last}")
+    problem = cuda_device_problem(dev) if dev.type == "cuda" else None
+    if problem:
+        raise ValueError(f"device {str(device)!r}: {problem}")
     return dev
 
 
