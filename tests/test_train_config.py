@@ -119,3 +119,14 @@ def test_bad_config_file_is_a_one_line_error(tmp_path, capsys) -> None:
     bad.write_text('epochs = "many"\n', encoding="utf-8")
     assert main(["--config", str(bad)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {bad}: epochs: expected an integer, got 'many'"
+
+
+def test_a_saved_config_passes_on_neither_its_device_nor_its_per_invocation_options() -> None:
+    """The base of a resume (train.run) and of a fusion of saved members (train.fuse, which also drops its
+    own keys): a run saved on cuda:1 continued there, and failed on a one-GPU machine."""
+    from train import fuse
+    from train.config import inheritable
+
+    saved = {"device": "cuda:1", "resume": "auto", "debug_wait_at_step": 3, "lr": 0.1, "model": "resnet18_dda"}
+    assert inheritable(saved) == {"lr": 0.1, "model": "resnet18_dda"}
+    assert inheritable(saved, fuse._MEMBER_KEYS_NOT_INHERITED) == {"model": "resnet18_dda"}

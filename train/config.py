@@ -243,6 +243,19 @@ LEGACY_NUM_WORKERS = "num_workers"
 """Old `--num-workers N`: N DALI threads, or N PyTorch worker processes; maps to --workers and --dali-threads."""
 
 
+PER_INVOCATION = {"resume", "device"}
+"""Options a saved run's config does not pass on to a run built from it (a resume, a fusion of its model):
+the resume source, and the device (a run saved on cuda:1 continues on the device chosen now); nor do the
+debug_* switches."""
+
+
+def inheritable(saved: dict[str, Any], also_not: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """A saved run's config without its per-invocation options (PER_INVOCATION, debug_*) and `also_not`:
+    the base a resumed run, or a fusion of saved members, is resolved on."""
+    drop = PER_INVOCATION | also_not
+    return {k: v for k, v in saved.items() if k not in drop and not k.startswith("debug_")}
+
+
 def upgrade_keys(values: dict[str, Any]) -> dict[str, Any]:
     """Options under their current names (old checkpoints, TOML files and flags use the old ones)."""
     out = {RENAMED.get(k, k): v for k, v in values.items() if k != LEGACY_NUM_WORKERS}

@@ -30,7 +30,7 @@ from ddakern.models import list_models
 
 from . import checkpoint as ckpt_io
 from .cli import Session, enable_fused_ops, run_entry, seed_everything, seed_rank
-from .config import Config, ConfigError, parse_cli, resolve
+from .config import Config, ConfigError, inheritable, parse_cli, resolve
 from .engine import Trainer, autocast_factory
 from .evaluate import evaluate_all
 from .report import fusion_summary, write_json, write_outputs
@@ -43,7 +43,7 @@ FUSION_DEFAULTS: dict[str, dict[str, Any]] = {
     "attention": {"epochs": 8, "lr": 1e-3, "weight_decay": 1e-4},
 }
 """Training defaults per method (the published work does not give them); every one is a flag."""
-_MEMBER_KEYS_NOT_INHERITED = {"resume", "out", "epochs", "lr", "weight_decay", "early_stop", "scheduler", "device"}
+_MEMBER_KEYS_NOT_INHERITED = {"out", "epochs", "lr", "weight_decay", "early_stop", "scheduler"}
 
 
 def parse_fusion_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -110,9 +110,8 @@ def configure(argv: Sequence[str]) -> tuple[Config, tuple[argparse.Namespace, li
     cli, toml = parse_cli(rest)
     if "resume" in cli:
         raise ConfigError("--resume: train.fuse does not resume; run it again (fusion heads train in minutes)")
-    base = {k: v for k, v in ckpts[0]["config"].items() if k not in _MEMBER_KEYS_NOT_INHERITED}
+    base = inheritable(ckpts[0]["config"], _MEMBER_KEYS_NOT_INHERITED)
     base.update(FUSION_DEFAULTS[args.method], early_stop=0, scheduler="none")
-    base = {k: v for k, v in base.items() if not k.startswith("debug_")}
     cfg = resolve(cli, toml, base=base)
     for key in ("image_size", "normalize"):  # the members only work on the inputs they were trained on
         if getattr(cfg, key) != ckpts[0][key]:

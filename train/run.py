@@ -27,7 +27,7 @@ from ddakern.models import create
 
 from . import checkpoint as ckpt_io
 from .cli import Session, enable_fused_ops, run_entry, seed_everything, seed_rank
-from .config import Config, ConfigError, parse_cli, resolve
+from .config import Config, ConfigError, inheritable, parse_cli, resolve
 from .data.layouts import Layout
 from .engine import Trainer
 from .evaluate import EvalResult, evaluate_all
@@ -53,10 +53,7 @@ def configure(argv: Sequence[str]) -> tuple[Config, dict[str, Any] | None]:
     else:
         path = Path(cfg.resume)
     ckpt = ckpt_io.load(path)
-    # debug switches, the resume source and the device apply to one invocation only (a run saved on cuda:1
-    # resumes on a one-GPU machine, or under torchrun, on the device chosen now)
-    base = {k: v for k, v in ckpt["config"].items() if not k.startswith("debug_") and k not in ("resume", "device")}
-    cfg = resolve(cli, toml, base=base)
+    cfg = resolve(cli, toml, base=inheritable(ckpt["config"]))
     # the run continues in the checkpoint's own folder, wherever it is resumed from or whatever --out says
     home = path.absolute().parent
     if cli.get("out") is not None and Path(cli["out"]).absolute() != home:
