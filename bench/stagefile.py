@@ -140,15 +140,17 @@ class Check:
             self._groups.append(proc.pid)
             try:
                 proc.wait(timeout=timeout)
+                timed_out = False
             except subprocess.TimeoutExpired:
-                self._kill_groups()
-                proc.wait()
-                out.seek(0), err.seek(0)
-                raise subprocess.TimeoutExpired(cmd, timeout or 0, output=out.read(), stderr=err.read()) from None
+                timed_out = True
             finally:
-                self._kill_groups()  # anything the tool left behind
+                self._kill_groups()  # the tool on a timeout; anything it left behind otherwise
+            proc.wait()
             out.seek(0), err.seek(0)
-            return proc.returncode, out.read(), err.read()
+            stdout, stderr = out.read(), err.read()
+        if timed_out:
+            raise subprocess.TimeoutExpired(cmd, timeout or 0, output=stdout, stderr=stderr)
+        return proc.returncode, stdout, stderr
 
     def _kill_groups(self) -> None:
         while self._groups:

@@ -95,10 +95,11 @@ class OnnxBackend:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own types for bad files
             raise CheckpointError(f"{path}: ONNX Runtime cannot load this file ({type(e).__name__})") from None
-        if dev.type == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+        taken = self.session.get_providers()
+        if dev.type == "cuda" and "CUDAExecutionProvider" not in taken:
             # the CPU `onnxruntime` package (or an onnxruntime-gpu that cannot load its CUDA libraries) runs the
             # model on the CPU without a word: an explicit GPU is refused, auto says it runs on the CPU
-            have = ", ".join(self.session.get_providers())
+            have = ", ".join(taken)
             why = (
                 f"ONNX Runtime has no usable CUDA provider (providers {have}; install onnxruntime-gpu alone: "
                 "beside the CPU onnxruntime package it loses its CUDA provider)"
