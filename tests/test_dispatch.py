@@ -272,10 +272,27 @@ def test_import_and_forward_with_triton_and_dali_blocked():
 
 
 def test_malformed_tuning_breaks_only_triton_launches():
-    """A bad DDAKERN_TRITON_TUNING leaves import and the torch backend alone; a Triton launch names the entry."""
+    """A bad DDAKERN_TRITON_TUNING leaves import and the torch backend alone (a fresh process: the
+    variable is in place before import); a Triton launch names the entry (below)."""
     res = _python("import sys\n" + _FORWARD, DDAKERN_TRITON_TUNING="tile=big")
     assert res.returncode == 0, res.stderr[-2000:]
-    # what every launcher calls first (the interpreter's default budget ignores the variable)
-    launch = "from ddakern.ops._common import triton_kernels\ntriton_kernels('_common').tuning()\n"
-    bad = _python(launch, DDAKERN_TRITON_TUNING="tile=big")
-    assert bad.returncode != 0 and "DDAKERN_TRITON_TUNING: bad entry 'tile=big'" in bad.stderr
+
+
+def test_tuning_env_var_sets_the_gpu_budget_at_the_first_launch(monkeypatch):
+    """Off the interpreter, the first launch reads DDAKERN_TRITON_TUNING over the GPU default; a bad entry
+    is one line naming it (in the test process: tuning() reads the variable when the budget is first used)."""
+    from ddakern.ops._common import triton_kernels
+
+    kcommon = triton_kernels("_common")  # imports no triton
+    monkeypatch.setattr(kcommon, "interpreting", lambda: False)
+
+    def first_tuning(spec: str):
+        monkeypatch.setenv(kcommon.TUNING_ENV, spec)
+        monkeypatch.setattr(kcommon, "TUNING", None)  # as in a fresh process
+        t = kcommon.tuning()
+        return [t.tile, t.bwd_tile, t.num_warps]
+
+    assert first_tuning("") == [4096, 2048, 8]
+    assert first_tuning("tile=8192,num_warps=4") == [8192, 2048, 4]
+    with pytest.raises(ValueError, match="DDAKERN_TRITON_TUNING: bad entry 'tile=big'"):
+        first_tuning("tile=big")

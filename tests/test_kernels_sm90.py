@@ -175,25 +175,6 @@ def test_split_ranges_are_16_aligned_and_cover_every_position(hw, block_p, n):
     assert (split - 1) * rng < hw <= split * rng
 
 
-def test_tuning_env_var_sets_the_default_budget():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = (
-        "from ddakern.ops._common import triton_kernels; t = triton_kernels('_common').tuning(); "
-        "print(t.tile, t.bwd_tile, t.num_warps)"
-    )
-
-    def run(spec: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env={**env, "DDAKERN_TRITON_TUNING": spec},
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-
-    assert run("").stdout.split() == ["4096", "2048", "8"]
-    assert run("tile=8192,num_warps=4").stdout.split() == ["8192", "2048", "4"]
-    bad = run("tile=big")
-    assert bad.returncode != 0 and "DDAKERN_TRITON_TUNING: bad entry 'tile=big'" in bad.stderr
-
-
 GRID_CODE = """
 import json, sys
 from bench import aot

@@ -26,7 +26,7 @@ BLOCKER = f"import sys\nsys.modules.update(dict.fromkeys({BLOCKED!r}))\n"
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One dry run of every stage; the compile part gets a 3 s limit, so its deadline kills it."""
+    """One dry run of every stage; the compile part gets a 1 s limit, so its deadline kills it."""
     out = tmp_path_factory.mktemp("gpu_check")
     site = tmp_path_factory.mktemp("site")
     (site / "sitecustomize.py").write_text(BLOCKER)
@@ -35,8 +35,8 @@ def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.
         "OUT": str(out),
         "PYTHON": sys.executable,
         "PYTHONPATH": str(site),
-        "GPU_CHECK_CAP_compile": "3",
-        "GPU_CHECK_SOFT_PCT": "200",  # no soft stop before the 3 s kill (the imports alone may pass 85% of it)
+        "GPU_CHECK_CAP_compile": "1",
+        "GPU_CHECK_SOFT_PCT": "200",  # no soft stop before the 1 s kill (the imports alone may pass 85% of it)
         "GPU_CHECK_MIN_PART_S": "1",
     }
     res = subprocess.run(["bash", str(SCRIPT), "--dry-run"], capture_output=True, text=True, env=env, timeout=600)
@@ -96,7 +96,7 @@ def test_stage_results(dry_run):
     steps = s3["checks"]["steps"]["rows"]
     assert [r["variant"] for r in steps] == ["eager", "fused"]  # recompute-dda: GPU only (CI: test_bench_step)
     assert all(r["ok"] and r["images_per_s"] > 0 for r in steps)
-    assert s3["parts"]["compile"]["status"] == "killed"  # killed by its 3 s deadline: the rows above remain
+    assert s3["parts"]["compile"]["status"] == "killed"  # killed by its 1 s deadline: the rows above remain
     assert s3["checks"].get("compile", {"status": "killed"})["status"] == "killed"
     md = (out / "gpu_check.md").read_text()
     assert "compile killed" in md and "| resnet18_dda | fused |" in md and "## Targets" in md

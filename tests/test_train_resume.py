@@ -1,4 +1,9 @@
-"""SIGTERM mid-epoch + `--resume auto` ends with bitwise the same state as an uninterrupted run."""
+"""SIGTERM mid-epoch + `--resume auto` ends with bitwise the same state as an uninterrupted run.
+
+The interrupted run is a process (it gets the signal); the uninterrupted reference and the resume run in
+the test process (tests/inprocess.py: each `python -m train.run` would spend about 5 CPU-seconds on
+imports), the reference while the interrupted process runs up to its wait.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from inprocess import run_main
 
 from train import checkpoint
+from train import run as train_run
 from train.data import dali_available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +30,7 @@ TINY = [
     "--synthetic-train", "84", "--synthetic-val", "14", "--synthetic-test", "14", "--augment", "fer2013",
     "--tta-views", "2", "--num-workers", "0", "--no-progress", "--device", "cpu", "--threads", "1",
 ]  # fmt: skip
-# --threads 1: the uninterrupted reference runs alongside, one core each
+# --threads 1: the uninterrupted reference runs alongside the interrupted process, one core each
 
 
 def run(args: list[str], **kw) -> subprocess.Popen:
@@ -44,8 +51,8 @@ def finish(p: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
     return p.returncode, out, err
 
 
-def interrupted_then_resumed(args: list[str], out: Path, wait_step: int) -> None:
-    p = run([*args, "--out", str(out), "--debug-wait-at-step", str(wait_step)])
+def wait_then_interrupt(p: subprocess.Popen, out: Path, wait_step: int) -> None:
+    """Wait for the run's 'debug-wait' line, SIGTERM it, check that it saved the step after the signal."""
     deadline = time.monotonic() + 240
     line = ""
     while time.monotonic() < deadline:
@@ -60,9 +67,6 @@ def interrupted_then_resumed(args: list[str], out: Path, wait_step: int) -> None
     saved = checkpoint.load(out / "last.pt")
     # the step after the signal completes, then the run saves: epoch index 1, 3 batches done
     assert (saved["epoch"], saved["step"], saved["global_step"]) == (1, wait_step - 7 + 1, wait_step + 1)
-    rc, stdout, err = finish(run(["--resume", "auto", "--out", str(out)]))
-    assert rc == 0, err
-    assert "resumed from" in err and "report:" in stdout
 
 
 def assert_same_final_state(a: Path, b: Path) -> None:
@@ -86,14 +90,18 @@ def assert_same_final_state(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize("loader", ["torch", "dali"])
-def test_sigterm_then_resume_matches_uninterrupted(loader, tmp_path_factory) -> None:
+def test_sigterm_then_resume_matches_uninterrupted(loader, tmp_path_factory, capfd) -> None:
     if loader == "dali" and not dali_available():
         pytest.skip("nvidia-dali is not installed")
     data = tmp_path_factory.mktemp("synthetic")
     args = [*TINY, "--loader", loader, "--data-root", str(data)]
     a, b = tmp_path_factory.mktemp("straight"), tmp_path_factory.mktemp("resumed")
-    straight = run([*args, "--out", str(a)])  # uninterrupted reference, runs alongside
-    interrupted_then_resumed(args, b, wait_step=9)
-    rc, _, err = finish(straight)
+    wait_step = 9
+    interrupted = run([*args, "--out", str(b), "--debug-wait-at-step", str(wait_step)])
+    rc, _, err = run_main(train_run.main, [*args, "--out", str(a)], capfd)  # uninterrupted reference
     assert rc == 0, err
+    wait_then_interrupt(interrupted, b, wait_step)
+    rc, stdout, err = run_main(train_run.main, ["--resume", "auto", "--out", str(b)], capfd)
+    assert rc == 0, err
+    assert "resumed from" in err and "report:" in stdout
     assert_same_final_state(a, b)
