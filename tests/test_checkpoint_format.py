@@ -14,7 +14,9 @@ from ddakern.inference.checkpoint import (
     FORMAT_VERSION,
     MODEL_KEYS,
     CheckpointError,
+    build_from_spec,
     check_format,
+    model_of,
     read_checkpoint,
     spec_of,
 )
@@ -84,3 +86,49 @@ def test_a_built_in_run_saved_as_fer2013_still_resumes_and_other_data_is_refused
         else:
             with pytest.raises(checkpoint.CheckpointError, match="trained on rafdb, this run reads synthetic"):
                 configure(["--resume", str(path)])
+
+
+def _small_dda_checkpoint(tmp_path: Path) -> dict:
+    """A checkpoint dict whose weights are a real small resnet18_dda's (not the Linear stand-in above)."""
+    ckpt = read_checkpoint(_engine_checkpoint(tmp_path))
+    spec = spec_of(ckpt)
+    torch.manual_seed(3)
+    ckpt["model"] = build_from_spec(spec).state_dict()
+    return ckpt
+
+
+def test_model_of_loads_every_tensor_without_initialising_first(tmp_path: Path, monkeypatch) -> None:
+    """model_of skips the random initialisation the weights replace (most of a build's time): what it
+    returns holds exactly the checkpoint's tensors, whatever the random state, and draws no random number."""
+    ckpt = _small_dda_checkpoint(tmp_path)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    model, _ = model_of(ckpt)
+    assert torch.equal(torch.get_rng_state(), before)  # nothing was initialised at random
+    got = model.state_dict()
+    assert got.keys() == ckpt["model"].keys()
+    assert all(torch.equal(got[k], ckpt["model"][k]) for k in got)
+    assert all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
+    x = torch.randn(2, 3, 32, 32)
+    reference = build_from_spec(spec_of(ckpt))
+    reference.load_state_dict(ckpt["model"])
+    assert torch.equal(model(x), reference.eval()(x))
+
+
+def test_model_of_builds_normally_when_the_weights_leave_a_tensor_unfilled(tmp_path: Path, monkeypatch) -> None:
+    """A non-persistent buffer is not in a state dict: allocating it empty would leave it garbage, so such a
+    model is built (initialised) normally before the weights are loaded."""
+    import ddakern.inference.checkpoint as library
+
+    ckpt = _small_dda_checkpoint(tmp_path)
+    real = library.build_from_spec
+
+    def with_constant(spec, *, fused_ops=False):
+        model = real(spec, fused_ops=fused_ops)
+        model.register_buffer("scale", torch.full((3,), 0.5), persistent=False)
+        return model
+
+    monkeypatch.setattr(library, "build_from_spec", with_constant)
+    model, _ = model_of(ckpt)
+    assert torch.equal(model.scale, torch.full((3,), 0.5))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())

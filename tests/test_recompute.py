@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from ddp_launch import torchrun
+from ddp_launch import two_ranks
 from torch import nn
 
 import ddakern
@@ -290,7 +290,7 @@ def test_set_recompute_on_a_model_without_setter() -> None:
 
 def test_ddp_two_processes_gloo(tmp_path) -> None:
     out = tmp_path / "ddp"
-    p = torchrun(str(ROOT / "tests" / "recompute_ddp_worker.py"), str(out))
+    p = two_ranks(str(ROOT / "tests" / "recompute_ddp_worker.py"), str(out))
     assert p.returncode == 0, p.stderr[-3000:]
     for rank in (0, 1):
         result = json.loads(Path(f"{out}.rank{rank}").read_text(encoding="utf-8"))

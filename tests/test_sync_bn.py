@@ -7,40 +7,21 @@ nn.SyncBatchNorm.convert_sync_batchnorm alone would leave each rank normalising 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from ddp_launch import ROOT, two_ranks
 from torch import nn
 
 from ddakern.layers import DDA, MaskHead
 
-ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-5  # fp32: max |difference| over max |value|
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mask_head_sync_bn_equals_one_process_on_the_union(tmp_path) -> None:
-    out, port = tmp_path / "sync", str(free_port())
-    procs = []
-    for rank in (0, 1):
-        env = dict(
-            os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", RANK=str(rank), LOCAL_RANK=str(rank),
-            WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
-        )  # fmt: skip
-        cmd = [sys.executable, str(ROOT / "tests" / "sync_bn_worker.py"), str(out)]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    logs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
+    out = tmp_path / "sync"
+    p = two_ranks(str(ROOT / "tests" / "sync_bn_worker.py"), str(out), timeout=240)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     worst: dict[str, float] = {}
     for rank in (0, 1):
         result = json.loads(Path(f"{out}.rank{rank}").read_text(encoding="utf-8"))

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
+
+from ddp_launch import torchrun
 
 from train import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_gloo_run_shards_the_data(tmp_path) -> None:
     out, seen = tmp_path / "run", tmp_path / "seen"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+    args = [
         "-m", "train.run",
         "--model", "resnet18", "--image-size", "32", "--batch-size", "6", "--epochs", "1",
         "--synthetic-train", "48", "--synthetic-val", "14", "--synthetic-test", "15",
@@ -36,8 +27,7 @@ def test_two_process_gloo_run_shards_the_data(tmp_path) -> None:
         "--recipe", "synthetic-modern", "--ema", "0.9", "--mixup", "0.2", "--cutmix", "1.0",
         "--label-smoothing", "0.1", "--scheduler", "cosine",
     ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    p = torchrun(*args)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("report:") == 1  # rank 0 alone reports
 
@@ -72,17 +62,14 @@ def test_two_process_affectnet_official_with_skip_bad(tmp_path) -> None:
     root = make_affectnet_official(tmp_path / "an", per_class=4, image_size=32)  # train: 7 classes x 4
     bad = truncate(root / "Manually_Annotated_Images" / "t3" / "img_3_1.jpg")
     out, seen = tmp_path / "run", tmp_path / "seen"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+    args = [
         "-m", "train.run", "--recipe", "affectnet7", "--data-root", str(root), "--holdout", "0", "--skip-bad",
         "--model", "resnet18", "--image-size", "32", "--batch-size", "7", "--epochs", "1", "--no-memory-estimate",
         "--out", str(out), "--loader", "torch", "--num-workers", "0",
         "--augment", "none", "--no-tta", "--no-progress", "--device", "cpu", "--threads", "1",
         "--debug-seen", str(seen),
     ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", DDAKERN_CACHE=str(tmp_path / "cache"))
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    p = torchrun(*args, env={"DDAKERN_CACHE": str(tmp_path / "cache")})
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("report:") == 1
     assert p.stderr.count("epoch 1: --skip-bad: 1 bad file(s) skipped so far (1 sample(s)): ") == 1, p.stderr[-3000:]

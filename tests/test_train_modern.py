@@ -26,7 +26,7 @@ from train.run import main
 from train.tensorboard_log import open_event_log
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ddp_launch import torchrun  # noqa: E402
+from ddp_launch import two_ranks  # noqa: E402
 from modern_helpers import DDP_OPTIONS, PerRankMixing, batches, bn_net, mlp, trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_ddp_sam_accumulation_and_batch_methods_equal_one_process_on_the_union(t
     both SAM passes' gradients all-reduced once per update (not per micro-batch), each rank mixing only
     its own images, and the EMA updated once per step from the all-reduced weights."""
     out = tmp_path / "params"
-    p = torchrun(str(ROOT / "tests" / "modern_ddp_worker.py"), str(out))
+    p = two_ranks(str(ROOT / "tests" / "modern_ddp_worker.py"), str(out))
     assert p.returncode == 0, p.stderr[-3000:]
     ref = trainer(mlp(), **DDP_OPTIONS)
     ref.mixing.prepare = PerRankMixing(ref.mixing.prepare)

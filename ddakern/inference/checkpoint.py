@@ -173,13 +173,27 @@ def build_from_spec(spec: ModelSpec, *, fused_ops: bool = False) -> nn.Module:
     )
 
 
+def _uninitialised(spec: ModelSpec, *, fused_ops: bool) -> nn.Module:
+    """The spec's model with its memory allocated but not initialised, for weights about to be loaded:
+    built on the meta device, then given empty CPU storage. The random initialisation it skips is most
+    of the build (about 0.7 s for resnet18_dda's 87 M parameters). A model with a tensor that
+    load_state_dict does not fill (a non-persistent buffer) is built normally."""
+    with torch.device("meta"):
+        model = build_from_spec(spec, fused_ops=fused_ops)
+    filled = model.state_dict().keys()
+    tensors = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_buffers()]
+    if not set(tensors) <= set(filled):
+        return build_from_spec(spec, fused_ops=fused_ops)
+    return model.to_empty(device="cpu")
+
+
 def model_of(
     ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>", *, fused_ops: bool = False
 ) -> tuple[nn.Module, ModelSpec]:
     """The trained model of a checkpoint dict already read (eval mode, on CPU) and its spec; `path`
     names the file in messages and locates fusion members."""
     spec = spec_of(ckpt, path)
-    model = build_from_spec(spec, fused_ops=fused_ops)
+    model = _uninitialised(spec, fused_ops=fused_ops)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
