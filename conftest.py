@@ -18,26 +18,26 @@ if _workers:
 
 
 # The modules that take longest on one xdist worker (seconds in a `-n 2` run on a 2-core machine, 2026-12-07,
-# before import ddakern stopped importing torch._dynamo; test_dispatch.py fell from 66 to about 25), longest
-# first. Under xdist they are scheduled first and whole (see below), so that neither worker is left running
-# one long module at the end while the other idles.
+# after the resume, DDP and checkpoint tests stopped starting processes and initialising weights they did not
+# need), longest first. Under xdist they are scheduled first and whole (see below), so that neither worker is
+# left running one long module at the end while the other idles.
 LONGEST_FIRST: tuple[str, ...] = (
-    "tests/test_kernels_sm90.py",  # 117: the sm_90 quick compile (ptxas) twice
-    "tests/test_op_gpu_check.py",  # 82: bench/gpu_check.sh --dry-run
-    "tests/test_train_resume.py",  # 82: SIGTERM + resume, three train.run processes per loader
-    "tests/test_export.py",  # 67
-    "tests/test_recompute.py",  # 65: one torchrun DDP run
-    "tests/test_cuda_dry_run.py",  # 53
-    "tests/test_train_fuse.py",  # 49
-    "tests/test_op_attention_residual.py",  # 49: the Triton interpreter
-    "tests/test_kernels_gpu_budget.py",  # 48: Triton interpreter at a GPU's block budget
-    "tests/test_train_distributed.py",  # 47: two torchrun runs
-    "tests/test_train_modern.py",  # 45: one torchrun run
-    "bench/test_bench_models.py",  # 45
-    "bench/test_bench_step.py",  # 41
-    "tests/test_reproduce.py",  # 35: a sweep killed and resumed, a submitit job
-    "tests/test_original_checkpoint.py",  # 34
-    "tests/test_fused_models.py",  # 32
+    "tests/test_op_gpu_check.py",  # 35: bench/gpu_check.sh --dry-run
+    "tests/test_kernels_sm90.py",  # 33: the sm_90 quick compile (ptxas)
+    "tests/test_export.py",  # 31
+    "tests/test_recompute.py",  # 31: one two-rank DDP run
+    "tests/test_cuda_dry_run.py",  # 31
+    "tests/test_kernels_gpu_budget.py",  # 30: Triton interpreter at a GPU's block budget
+    "bench/test_bench_step.py",  # 28
+    "tests/test_train_fuse.py",  # 28
+    "tests/test_train_distributed.py",  # 23: two torchrun runs
+    "tests/test_models.py",  # 23
+    "tests/test_train_run.py",  # 23
+    "tests/test_train_resume.py",  # 22: SIGTERM + resume, one train.run process per loader
+    "tests/test_reproduce.py",  # 21: a sweep killed and resumed, a submitit job
+    "tests/test_op_attention_residual.py",  # 20: the Triton interpreter
+    "bench/test_bench_models.py",  # 19
+    "tests/test_errors_data.py",  # 16
 )
 
 
