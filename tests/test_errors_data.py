@@ -213,6 +213,30 @@ def undecodable_jpeg(data: bytes) -> bytes:
     return data[:tq] + b"\x07" + data[tq + 1 :]
 
 
+def test_torch_workers_stop_with_the_error_and_a_later_pass_starts_new_ones(tmp_path: Path) -> None:
+    """The persistent worker processes end when a pass fails, not at a later garbage collection: there,
+    DataLoader's shutdown found its queues already taken apart and waited 5 s per worker (10 s stalls in
+    whatever ran next). Before the DALI cases below: worker processes forked after a
+    DALI pipeline has run in this process can hang (one loader kind per process in a run)."""
+    import multiprocessing
+
+    from train.data import SampleSet, build_loader
+
+    rng = np.random.default_rng(2)
+    files = []
+    for i in range(6):
+        files.append(tmp_path / f"{i}.jpg")
+        files[-1].write_bytes(jpeg(rng))
+    files[3].write_bytes(undecodable_jpeg(files[3].read_bytes()))
+    samples = SampleSet("files", None, files, np.arange(6) % 7, tuple("abcdefg"))
+    loader = build_loader(samples, train=True, batch_size=2, image_size=32, augment=None, loader="torch", num_threads=2)
+    for _ in range(2):  # the second pass starts new workers and fails the same way
+        with pytest.raises(DataError, match="3.jpg"):
+            for _ in loader:
+                pass
+        assert multiprocessing.active_children() == []
+
+
 @pytest.mark.parametrize(
     "loader, train, workers",
     [("torch", True, 2), ("torch", False, 0)]

@@ -276,14 +276,27 @@ class TorchLoader:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batch in self.loader:
-            if isinstance(batch, BadSample):
-                raise DataError(batch.message)
-            x, y, skipped = batch
-            for message in skipped:
-                self.skips.record(message)
-            if x is None:  # evaluation batch whose every file was bad
-                continue
-            if self.views:
-                x = x.transpose(0, 1)
-            yield x.to(self.device, non_blocking=True), y.to(self.device, torch.int64, non_blocking=True)
+        try:
+            for batch in self.loader:
+                if isinstance(batch, BadSample):
+                    raise DataError(batch.message)
+                x, y, skipped = batch
+                for message in skipped:
+                    self.skips.record(message)
+                if x is None:  # evaluation batch whose every file was bad
+                    continue
+                if self.views:
+                    x = x.transpose(0, 1)
+                yield x.to(self.device, non_blocking=True), y.to(self.device, torch.int64, non_blocking=True)
+        except Exception:
+            self._stop_workers()
+            raise
+
+    def _stop_workers(self) -> None:
+        """Stop the persistent worker processes now. Left to the garbage collector (the error's traceback
+        keeps the loader in a reference cycle), DataLoader's own shutdown ran after the collector had taken
+        its queues apart, and waited 5 s for each worker to exit on a signal it never got."""
+        iterator = getattr(self.loader, "_iterator", None)  # persistent workers' iterator (torch keeps it there)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            self.loader._iterator = None  # a later pass starts new workers
