@@ -31,7 +31,9 @@ def main(out: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
-    base = models.create("resnet18_dda", num_classes=3, dda_stages=(2, 4)).train()
+    # both DDA block kinds (stage 2: spatial path + upsampler; stage 4: context only), narrow: the property
+    # (recomputation changes no gradient or buffer under DDP) does not depend on the width
+    base = models.create("resnet18_dda", num_classes=3, dda_stages=(2, 4), width=16, spatial_width=16).train()
     gen = torch.Generator().manual_seed(1 + rank)
     x, y = torch.randn(2, 3, 32, 32, generator=gen), torch.randint(0, 3, (2,), generator=gen)
     ref = one_step(copy.deepcopy(base), "none", x, y)
