@@ -213,6 +213,20 @@ def undecodable_jpeg(data: bytes) -> bytes:
     return data[:tq] + b"\x07" + data[tq + 1 :]
 
 
+def six_files_one_undecodable(folder: Path, bad: int):
+    """Six JPEG files (classes 0-5), file `bad` made undecodable after the reader would have checked it: the
+    SampleSet and the paths."""
+    from train.data import SampleSet
+
+    rng = np.random.default_rng(bad)
+    files = []
+    for i in range(6):
+        files.append(folder / f"{i}.jpg")
+        files[-1].write_bytes(jpeg(rng))
+    files[bad].write_bytes(undecodable_jpeg(files[bad].read_bytes()))
+    return SampleSet("files", None, files, np.arange(6) % 7, tuple("abcdefg")), files
+
+
 def test_torch_workers_stop_with_the_error_and_a_later_pass_starts_new_ones(tmp_path: Path) -> None:
     """The persistent worker processes end when a pass fails, not at a later garbage collection: there,
     DataLoader's shutdown found its queues already taken apart and waited 5 s per worker (10 s stalls in
@@ -220,15 +234,9 @@ def test_torch_workers_stop_with_the_error_and_a_later_pass_starts_new_ones(tmp_
     DALI pipeline has run in this process can hang (one loader kind per process in a run)."""
     import multiprocessing
 
-    from train.data import SampleSet, build_loader
+    from train.data import build_loader
 
-    rng = np.random.default_rng(2)
-    files = []
-    for i in range(6):
-        files.append(tmp_path / f"{i}.jpg")
-        files[-1].write_bytes(jpeg(rng))
-    files[3].write_bytes(undecodable_jpeg(files[3].read_bytes()))
-    samples = SampleSet("files", None, files, np.arange(6) % 7, tuple("abcdefg"))
+    samples, _ = six_files_one_undecodable(tmp_path, bad=3)
     loader = build_loader(samples, train=True, batch_size=2, image_size=32, augment=None, loader="torch", num_threads=2)
     for _ in range(2):  # the second pass starts new workers and fails the same way
         with pytest.raises(DataError, match="3.jpg"):
@@ -244,15 +252,9 @@ def test_torch_workers_stop_with_the_error_and_a_later_pass_starts_new_ones(tmp_
 )
 def test_loader_names_an_undecodable_file_in_one_line(tmp_path: Path, loader: str, train: bool, workers: int) -> None:
     """Files that change after the reader checked them: the loader ends the pass with one DataError line."""
-    from train.data import DataError, SampleSet, build_loader
+    from train.data import DataError, build_loader
 
-    rng = np.random.default_rng(1)
-    files = []
-    for i in range(6):
-        files.append(tmp_path / f"{i}.jpg")
-        files[-1].write_bytes(jpeg(rng))
-    files[4].write_bytes(undecodable_jpeg(files[4].read_bytes()))
-    samples = SampleSet("files", None, files, np.arange(6) % 7, tuple("abcdefg"))
+    samples, files = six_files_one_undecodable(tmp_path, bad=4)
     kw = dict(train=train, batch_size=2, image_size=32, augment=None, loader=loader, num_threads=workers)
     with pytest.raises(DataError) as info:
         for _ in build_loader(samples, **kw):
